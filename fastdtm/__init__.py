@@ -1,0 +1,3 @@
+"""fastdtm: a DTM-compatible distributed-transaction coordinator on Redis."""
+
+__version__ = "0.1.0"

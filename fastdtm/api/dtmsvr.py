@@ -1,0 +1,111 @@
+"""The `/api/dtmsvr/*` routes of DTM's HTTP API: decode, call the service, encode."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from fastdtm import __version__, wire
+from fastdtm.api.http import json_response, read_object, success
+from fastdtm.errors import BadRequest, Invalid
+from fastdtm.models import TransRequest, parse_gid
+from fastdtm.service import Service, new_gid
+from fastdtm.store.base import ListQuery
+
+
+def _service(request: Request) -> Service:
+    service: Service = request.state.service
+    return service
+
+
+async def _trans_request(request: Request) -> TransRequest:
+    return TransRequest.parse(await read_object(request))
+
+
+async def version(request: Request) -> Response:
+    return json_response({"version": f"v{__version__}-fastdtm"})
+
+
+async def new_gid_handler(request: Request) -> Response:
+    return json_response({"gid": new_gid(), "dtm_result": "SUCCESS"})
+
+
+async def prepare(request: Request) -> Response:
+    await _service(request).prepare(await _trans_request(request))
+    return success()
+
+
+async def submit(request: Request) -> Response:
+    await _service(request).submit(await _trans_request(request))
+    return success()
+
+
+async def abort(request: Request) -> Response:
+    await _service(request).abort(await _trans_request(request))
+    return success()
+
+
+async def force_stop(request: Request) -> Response:
+    await _service(request).force_stop((await _trans_request(request)).gid)
+    return success()
+
+
+async def reset_next_cron_time(request: Request) -> Response:
+    await _service(request).reset_next_cron_time((await _trans_request(request)).gid)
+    return success()
+
+
+async def query(request: Request) -> Response:
+    gid = request.query_params.get("gid", "")
+    if not gid:
+        raise BadRequest("no gid specified: use /query?gid=<gid>.")
+    loaded = await _service(request).query(parse_gid(gid))
+    if loaded is None:
+        return json_response({"transaction": None, "branches": []})
+    trans, branches = loaded
+    return json_response(
+        {"transaction": wire.trans_json(trans), "branches": [wire.branch_json(trans.gid, b) for b in branches]}
+    )
+
+
+async def all_transactions(request: Request) -> Response:
+    params = request.query_params
+    service = _service(request)
+    if gid := params.get("gid"):
+        loaded = await service.query(parse_gid(gid))
+        found = [wire.trans_json(loaded[0])] if loaded else []
+        return json_response({"transactions": found, "next_position": ""})
+    page = await service.list_transactions(
+        ListQuery(
+            limit=_int_param(params.get("limit"), "limit", default=100, low=1, high=1000),
+            position=params.get("position", ""),
+            status=params.get("status", ""),
+            trans_type=params.get("transType", ""),
+            create_from_ms=_int_param(params.get("createTimeStart"), "createTimeStart", default=0),
+            create_to_ms=_int_param(params.get("createTimeEnd"), "createTimeEnd", default=0),
+        )
+    )
+    transactions = [wire.trans_json(t) for t in page.transactions]
+    return json_response({"transactions": transactions, "next_position": page.next_position})
+
+
+def _int_param(raw: str | None, name: str, *, default: int, low: int = 0, high: int = 2**62) -> int:
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise Invalid(f"query parameter '{name}' must be an integer within {low}..{high}, got '{raw[:40]}'.")
+    return int(raw)
+
+
+routes = [
+    Route("/version", version, methods=["GET"]),
+    Route("/newGid", new_gid_handler, methods=["GET", "POST"]),
+    Route("/prepare", prepare, methods=["POST"]),
+    Route("/submit", submit, methods=["POST"]),
+    Route("/abort", abort, methods=["POST"]),
+    Route("/forceStop", force_stop, methods=["POST"]),
+    Route("/resetNextCronTime", reset_next_cron_time, methods=["POST"]),
+    Route("/query", query, methods=["GET"]),
+    Route("/all", all_transactions, methods=["GET"]),
+]

@@ -1,0 +1,52 @@
+"""Plumbing shared by the HTTP handlers: reading bounded bodies, JSON replies, error replies."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from fastdtm import wire
+from fastdtm.errors import ApiError, PayloadTooLarge
+
+log = logging.getLogger(__name__)
+
+SUCCESS = b'{"dtm_result":"SUCCESS"}'
+
+
+def json_response(value: Any, status_code: int = 200) -> Response:
+    return Response(wire.encode(value), status_code=status_code, media_type="application/json")
+
+
+def success() -> Response:
+    return Response(SUCCESS, media_type="application/json")
+
+
+async def read_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, refused past the size limit before it is all read."""
+    limit: int = request.state.settings.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body is over the limit of {limit} bytes.")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes.")
+        chunks.append(chunk)
+    return wire.decode_object(b"".join(chunks))
+
+
+async def api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    if exc.status_code >= 500:
+        log.warning("%s %s -> %d %s", request.method, request.url.path, exc.status_code, exc.message)
+    return json_response(exc.body(), exc.status_code)
+
+
+async def store_error(request: Request, exc: Exception) -> Response:
+    log.error("%s %s: store error: %s", request.method, request.url.path, exc)
+    return json_response({"message": f"store error: {exc}"}, 500)

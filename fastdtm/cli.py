@@ -1,0 +1,69 @@
+"""`fastdtm serve | version`: argument parsing only; everything else lives in Settings and the app."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from fastdtm import __version__, logs
+from fastdtm.app import create_app
+from fastdtm.config import Settings, SettingsError
+
+# flag -> (Settings field, type, help)
+_SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
+    "--store": ("store", str, "redis://host:port/db or redis+cluster://h1:p1,h2:p2 (env FASTDTM_STORE)"),
+    "--host": ("host", str, "address to listen on (default 0.0.0.0)"),
+    "--port": ("port", int, "HTTP port (default 36789, DTM's)"),
+    "--workers": ("workers", int, "worker processes; each is a node of its own (default 1)"),
+    "--retry-interval": ("retry_interval", float, "base retry interval, seconds (default 10)"),
+    "--timeout-to-fail": ("timeout_to_fail", float, "default timeout of msg/tcc/xa, seconds (default 35)"),
+    "--request-timeout": ("request_timeout", float, "timeout of one branch call, seconds (default 3)"),
+    "--cron-interval": ("cron_interval", float, "how often owned shards are polled, seconds (default 1)"),
+    "--lease-ttl": ("lease_ttl", float, "shard lease lifetime, seconds (default 10)"),
+    "--node-heartbeat": ("node_heartbeat", float, "node heartbeat interval, seconds (default 1)"),
+    "--shards": ("shards", int, "number of shards, fixed per deployment (default 256)"),
+    "--key-prefix": ("key_prefix", str, "Redis key prefix (default fastdtm)"),
+    "--finished-data-expire": ("finished_data_expire", float, "keep finished transactions, seconds (default 1 day)"),
+    "--max-body-bytes": ("max_body_bytes", int, "largest accepted request body (default 1 MiB)"),
+    "--log-level": ("log_level", str, "debug, info, warning, error (default info)"),
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastdtm", description="A DTM-compatible transaction coordinator.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run a fastdtm node")
+    for flag, (dest, kind, help_text) in _SERVE_FLAGS.items():
+        serve.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "version":
+        print(__version__)
+        return 0
+    overrides = {dest: getattr(args, dest) for dest, _, _ in _SERVE_FLAGS.values()}
+    try:
+        settings = Settings.from_env(**overrides)
+    except SettingsError as exc:
+        print(f"fastdtm: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level)
+    return serve(settings)
+
+
+def serve(settings: Settings) -> int:
+    common = {"host": settings.host, "port": settings.port, "loop": "uvloop", "http": "httptools", "log_config": None}
+    if settings.workers == 1:
+        uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
+        return 0
+    # Worker processes rebuild the settings from the environment; each one is a node of its own.
+    os.environ.update(settings.to_env())
+    uvicorn.run("fastdtm.app:create_app_from_env", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
+    return 0

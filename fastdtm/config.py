@@ -1,0 +1,121 @@
+"""Settings: the one frozen value every component reads, built from flags and the environment.
+
+This is the only module that reads environment variables. Each setting has a `FASTDTM_*` twin;
+DTM's own names (`RETRY_INTERVAL`, `TIMEOUT_TO_FAIL`, ...) are accepted as a fallback so that a
+deployment migrating from DTM keeps its environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+DEFAULT_STORE: Final = "redis://127.0.0.1:6379/0"
+
+# setting name -> DTM's environment name, for users who migrate with their DTM config.
+_DTM_ENV_NAMES: Final[Mapping[str, str]] = {
+    "port": "HTTP_PORT",
+    "retry_interval": "RETRY_INTERVAL",
+    "timeout_to_fail": "TIMEOUT_TO_FAIL",
+    "request_timeout": "REQUEST_TIMEOUT",
+    "cron_interval": "TRANS_CRON_INTERVAL",
+    "finished_data_expire": "STORE_FINISHED_DATA_EXPIRE",
+}
+
+
+class SettingsError(ValueError):
+    """A setting has a value that cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a node needs to know; times are in seconds (fractions allowed, for tests)."""
+
+    store: str = DEFAULT_STORE
+    #: True when `store` was not given and the default was taken (the first log line says so).
+    store_defaulted: bool = True
+    host: str = "0.0.0.0"
+    port: int = 36789
+    workers: int = 1
+    #: Base retry interval of a transaction, and how long a cron claim holds a transaction.
+    retry_interval: float = 10.0
+    #: Default timeout of msg/tcc/xa transactions (sagas have none unless they ask).
+    timeout_to_fail: float = 35.0
+    #: Timeout of one outgoing branch call, unless the transaction sets its own.
+    request_timeout: float = 3.0
+    #: How often the cron polls each shard it owns.
+    cron_interval: float = 1.0
+    #: A shard lease lives this long without renewal; a dead node's shards move after it.
+    lease_ttl: float = 10.0
+    #: How often a node announces itself; it is considered gone after 3 missed beats.
+    node_heartbeat: float = 1.0
+    #: Number of shards; fixed for the life of a deployment (it decides where keys live).
+    shards: int = 256
+    key_prefix: str = "fastdtm"
+    #: Finished transactions are kept this long for `query`, then expire.
+    finished_data_expire: float = 86400.0
+    max_body_bytes: int = 1 << 20
+    #: How many due transactions one claim takes from a shard, and how many run at once.
+    claim_batch: int = 64
+    cron_concurrency: int = 128
+    node_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        for name in ("retry_interval", "request_timeout", "cron_interval", "lease_ttl", "node_heartbeat"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"Setting '{name}' must be > 0, got {getattr(self, name)!r}.")
+        if self.timeout_to_fail < 0:
+            raise SettingsError(f"Setting 'timeout_to_fail' must be >= 0, got {self.timeout_to_fail!r}.")
+        if not 1 <= self.shards <= 16384:
+            raise SettingsError(f"Setting 'shards' must be within 1..16384, got {self.shards!r}.")
+        if self.workers < 1:
+            raise SettingsError(f"Setting 'workers' must be >= 1, got {self.workers!r}.")
+        if not self.store.startswith(("redis://", "rediss://", "redis+cluster://")):
+            raise SettingsError(f"Setting 'store' must be a redis:// or redis+cluster:// URL, got {self.store!r}.")
+
+    @property
+    def lease_renew(self) -> float:
+        """Leases are renewed three times per TTL so that one slow renewal does not lose them."""
+        return self.lease_ttl / 3
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Build settings from `FASTDTM_*` variables (then DTM's names), with explicit overrides on top."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            if f.name == "store_defaulted":
+                continue
+            raw = env.get(f"FASTDTM_{f.name.upper()}")
+            if raw is None and f.name in _DTM_ENV_NAMES:
+                raw = env.get(_DTM_ENV_NAMES[f.name])
+            if raw is not None and raw != "":
+                values[f.name] = _convert(f.name, f.type, raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["store_defaulted"] = "store" not in values
+        return cls(**values)
+
+    def to_env(self) -> dict[str, str]:
+        """The `FASTDTM_*` variables that rebuild these settings (worker processes read them)."""
+        out = {f"FASTDTM_{f.name.upper()}": str(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        out.pop("FASTDTM_STORE_DEFAULTED")
+        out.pop("FASTDTM_NODE_ID")  # every worker process is a node of its own
+        return out
+
+
+def _convert(name: str, type_name: object, raw: str) -> Any:
+    kind = str(type_name)
+    try:
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+    except ValueError:
+        raise SettingsError(f"Setting '{name}' has value {raw!r}. Not a valid {kind}.") from None
+    return raw

@@ -1,0 +1,139 @@
+"""Background recovery: shard leases split between live nodes, and each owner polls its shards.
+
+Every node announces itself with a heartbeat. From the live node list each node computes, by
+rendezvous hashing, the shards it should own; it acquires those leases when free, renews what it
+holds, and releases what now belongs to another node, so shards rebalance as nodes come and go.
+A dead node's leases expire after the lease TTL and its shards move to the survivors.
+
+Each tick, for every owned shard, `claim_due` takes due transactions (checking the lease token in
+the same script: a node that lost its lease cannot claim) and hands them to the engine, with a
+bound on rounds in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import secrets
+from collections.abc import Sequence
+
+from fastdtm.clock import Clock
+from fastdtm.config import Settings
+from fastdtm.engine import Engine
+from fastdtm.errors import LeaseLost, StoreError
+from fastdtm.store.base import Store
+from fastdtm.ticker import Ticker
+
+log = logging.getLogger(__name__)
+
+
+def rendezvous_owner(shard: int, nodes: Sequence[str]) -> str:
+    """The node with the highest hash for this shard: stable, and minimal movement on change."""
+
+    def weight(node: str) -> bytes:
+        return hashlib.blake2b(f"{node}/{shard}".encode(), digest_size=8).digest()
+
+    return max(nodes, key=weight)
+
+
+class Cron:
+    def __init__(self, store: Store, engine: Engine, settings: Settings, clock: Clock) -> None:
+        self.store = store
+        self.engine = engine
+        self.settings = settings
+        self.clock = clock
+        self.node_id = settings.node_id
+        # The token makes a restarted node with the same id a different lease holder.
+        self.lease = f"{settings.node_id} {secrets.token_hex(8)}"
+        self.owned: set[int] = set()
+        self._rounds: set[asyncio.Task[None]] = set()
+        self._tickers = [
+            Ticker("cron-membership", settings.node_heartbeat, self.membership),
+            Ticker("cron-renew", settings.lease_renew, self.renew),
+            Ticker("cron-poll", settings.cron_interval, self.poll),
+        ]
+
+    @property
+    def _ttl_ms(self) -> int:
+        return int(self.settings.lease_ttl * 1000)
+
+    def start(self) -> None:
+        for ticker in self._tickers:
+            ticker.start()
+
+    async def stop(self) -> None:
+        for ticker in self._tickers:
+            await ticker.stop()
+        if self._rounds:
+            await asyncio.wait(set(self._rounds), timeout=5)
+        for task in self._rounds:
+            task.cancel()
+        await asyncio.gather(*self._rounds, return_exceptions=True)
+        # Hand the shards over now instead of making the others wait for the TTL.
+        for shard in sorted(self.owned):
+            try:
+                await self.store.release_lease(shard, self.lease)
+            except StoreError as exc:
+                log.warning("could not release shard %d: %s", shard, exc)
+        self.owned.clear()
+        try:
+            await self.store.heartbeat(self.node_id, self.clock.now_ms(), 0)
+        except StoreError as exc:
+            log.warning("could not leave the node list: %s", exc)
+
+    async def membership(self) -> None:
+        """Heartbeat, then move leases towards the rendezvous assignment over the live nodes."""
+        heartbeat_ttl = int(self.settings.node_heartbeat * 3000)
+        nodes = await self.store.heartbeat(self.node_id, self.clock.now_ms(), heartbeat_ttl)
+        if self.node_id not in nodes:
+            nodes.append(self.node_id)
+        mine = {s for s in range(self.store.shards) if rendezvous_owner(s, nodes) == self.node_id}
+        for shard in sorted(self.owned - mine):
+            await self.store.release_lease(shard, self.lease)
+            self.owned.discard(shard)
+        for shard in sorted(mine - self.owned):
+            if await self.store.acquire_lease(shard, self.lease, self._ttl_ms):
+                self.owned.add(shard)
+
+    async def renew(self) -> None:
+        shards = sorted(self.owned)
+        renewed = await self.store.renew_leases(shards, self.lease, self._ttl_ms)
+        for shard, ok in zip(shards, renewed, strict=True):
+            if not ok:
+                log.warning("lost the lease of shard %d", shard)
+                self.owned.discard(shard)
+
+    async def poll(self) -> None:
+        """Claim due transactions of every owned shard, as many as there is room for."""
+        room = self.settings.cron_concurrency - len(self._rounds)
+        if room <= 0 or not self.owned:
+            return
+        now = self.clock.now_ms()
+        until = now + int(self.settings.retry_interval * 1000)
+        limit = min(room, self.settings.claim_batch)
+        shards = sorted(self.owned)
+        claims = await asyncio.gather(
+            *(self.store.claim_due(s, self.lease, now, limit, until) for s in shards), return_exceptions=True
+        )
+        for shard, claim in zip(shards, claims, strict=True):
+            if isinstance(claim, LeaseLost):
+                self.owned.discard(shard)
+            elif isinstance(claim, BaseException):
+                log.warning("claim on shard %d failed: %s", shard, claim)
+            else:
+                for gid in claim:
+                    self._dispatch(gid)
+
+    def _dispatch(self, gid: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._advance(gid))
+        self._rounds.add(task)
+        task.add_done_callback(self._rounds.discard)
+
+    async def _advance(self, gid: str) -> None:
+        try:
+            await self.engine.advance(gid)
+        except StoreError as exc:
+            log.warning("cron round stopped: %s", exc, extra={"gid": gid})
+        except Exception:
+            log.exception("cron round failed", extra={"gid": gid})

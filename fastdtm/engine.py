@@ -1,0 +1,232 @@
+"""Drives one transaction through one processing round: ask its kind, call branches, record results.
+
+A round runs on the node that received `submit` (in the background, or inline with `wait_result`)
+or on the shard's cron owner. Every result is written with one transition script before the round
+moves on; results that need no I/O (empty branch URLs) are folded into the next write, and the last
+branch result is folded into the final status change. Calls are at-least-once: a crash between a
+branch call and its record makes the cron call it again, and branches are idempotent (barrier).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from fastdtm.clock import Clock
+from fastdtm.errors import Stale, StoreError, TransNotFound
+from fastdtm.invoker import CallResult, Invoker
+from fastdtm.kinds import kind_for
+from fastdtm.kinds.base import Call, Kind, Policy, Round, Step, branch_status_after, reset_interval_ms
+from fastdtm.models import Branch, Transaction
+from fastdtm.states import TERMINAL, BranchStatus, Outcome, TransStatus
+from fastdtm.store.base import Change, Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class RoundResult:
+    trans: Transaction
+    #: The last call in the round that did not succeed, if any (wait_result reports it).
+    last_error: CallResult | None = None
+    #: False when the round stopped because another writer changed the transaction first.
+    completed: bool = True
+
+
+@dataclass(slots=True)
+class _Schedule:
+    interval_ms: int
+    next_cron_ms: int
+    dirty: bool = False
+
+
+class Engine:
+    def __init__(self, store: Store, invoker: Invoker, policy: Policy, clock: Clock) -> None:
+        self.store = store
+        self.invoker = invoker
+        self.policy = policy
+        self.clock = clock
+        #: gids with a round running on this node: the cron does not start a second one here.
+        self._active: set[str] = set()
+        self._background: set[asyncio.Task[None]] = set()
+
+    def is_active(self, gid: str) -> bool:
+        return gid in self._active
+
+    async def run(self, trans: Transaction, branches: list[Branch]) -> RoundResult:
+        """One round on already loaded state."""
+        self._active.add(trans.gid)
+        try:
+            return await _Runner(self, trans, branches).run()
+        finally:
+            self._active.discard(trans.gid)
+
+    def spawn(self, trans: Transaction, branches: list[Branch]) -> None:
+        """Run a round in the background; a failure is logged and left to the cron."""
+        task = asyncio.get_running_loop().create_task(self._run_logged(trans, branches))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def advance(self, gid: str) -> RoundResult | None:
+        """Load and run one round (the cron's entry point); None if there is nothing to do here."""
+        if gid in self._active:
+            return None
+        loaded = await self.store.load(gid)
+        if loaded is None:
+            await self.store.forget(gid)  # its data is gone: stop scheduling it
+            return None
+        trans, branches = loaded
+        if trans.status in TERMINAL:
+            await self.store.forget(gid)
+            return None
+        return await self.run(trans, branches)
+
+    async def _run_logged(self, trans: Transaction, branches: list[Branch]) -> None:
+        try:
+            await self.run(trans, branches)
+        except StoreError as exc:
+            log.warning("round stopped: %s; the cron will resume it", exc, extra={"gid": trans.gid})
+        except Exception:
+            log.exception("round failed; the cron will resume it", extra={"gid": trans.gid})
+
+    async def close(self, grace: float = 5.0) -> None:
+        """Let background rounds finish for a while, then cancel them (the cron resumes them)."""
+        if self._background:
+            _, pending = await asyncio.wait(set(self._background), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+class _Runner:
+    """The state of one round: the kind's view plus unrecorded branch results and the schedule."""
+
+    def __init__(self, engine: Engine, trans: Transaction, branches: list[Branch]) -> None:
+        self.engine = engine
+        self.kind: Kind = kind_for(trans.trans_type)
+        now = engine.clock.now_ms()
+        self.rnd = Round(trans, list(branches), now, engine.policy)
+        self.reset_ms = reset_interval_ms(trans.options, engine.policy)
+        interval = trans.next_cron_interval_ms or self.reset_ms
+        self.schedule = _Schedule(interval, now + interval)
+        self.pending: dict[int, Branch] = {}
+        self.tasks: dict[asyncio.Task[CallResult], Call] = {}
+        self.last_error: CallResult | None = None
+
+    async def run(self) -> RoundResult:
+        try:
+            completed = await self._loop()
+        except (Stale, TransNotFound) as exc:
+            # Another writer (forceStop, another node) moved the transaction first: stand down.
+            log.info("round stopped: %s", exc, extra={"gid": self.rnd.trans.gid})
+            completed = False
+        finally:
+            for task in self.tasks:
+                task.cancel()
+        return RoundResult(self.rnd.trans, self.last_error, completed)
+
+    async def _loop(self) -> bool:
+        while True:
+            self.rnd.now_ms = self.engine.clock.now_ms()
+            step = self.kind.step(self.rnd)
+            if step.status is not None:
+                await self._transition(step.status, step.reason)
+                if step.status in TERMINAL:
+                    return True
+                continue
+            if step.wake_at_ms:
+                self.schedule = _Schedule(self.schedule.interval_ms, step.wake_at_ms, dirty=True)
+                break
+            if self._start(step) and not self.tasks:
+                continue  # only I/O-free progress: decide again before writing anything
+            if self.pending:
+                await self._flush()
+            if not self.tasks:
+                break
+            await self._wait_one()
+        if self.pending or self.schedule.dirty:
+            await self._flush()
+        return True
+
+    def _start(self, step: Step) -> bool:
+        """Launches the step's calls; returns True if some finished at once (empty URL = success)."""
+        local = False
+        for call in step.start:
+            self.rnd.attempts[call.index] = self.rnd.attempts.get(call.index, 0) + 1
+            if not call.url:
+                self._record(call, CallResult(Outcome.SUCCESS, "empty url"))
+                local = True
+                continue
+            task = asyncio.get_running_loop().create_task(self.engine.invoker.call(self.rnd.trans, call))
+            self.tasks[task] = call
+            self.rnd.running.add(call.index)
+        return local
+
+    async def _wait_one(self) -> None:
+        done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)
+        self.rnd.now_ms = self.engine.clock.now_ms()
+        for task in done:
+            call = self.tasks.pop(task)
+            self.rnd.running.discard(call.index)
+            self._record(call, task.result())
+
+    def _record(self, call: Call, result: CallResult) -> None:
+        rnd = self.rnd
+        rnd.outcomes[call.index] = result.outcome
+        status = branch_status_after(self.kind, call, result.outcome)
+        if status is not None:
+            branch = rnd.branches[call.index].with_status(status, rnd.now_ms)
+            rnd.branches[call.index] = branch
+            self.pending[call.index] = branch
+            if status is BranchStatus.FAILED:
+                rnd.failure_reason = result.detail
+        self._reschedule(result.outcome, moved=status is not None)
+        if result.outcome is not Outcome.SUCCESS:
+            self.last_error = result
+            log.info("branch %s %s: %s", call.branch_id, call.op, result.detail, extra={"gid": rnd.trans.gid})
+
+    def _reschedule(self, outcome: Outcome, *, moved: bool) -> None:
+        """DTM's rule: progress resets the interval, ONGOING keeps it, any error doubles it."""
+        interval = self.schedule.interval_ms
+        if moved:
+            interval = self.reset_ms
+        elif outcome is not Outcome.ONGOING:
+            interval *= 2
+        self.schedule = _Schedule(interval, self.rnd.now_ms + interval, dirty=True)
+
+    async def _transition(self, status: TransStatus, reason: str) -> None:
+        trans = self.rnd.trans
+        now = self.engine.clock.now_ms()
+        await self.engine.store.transition(
+            Change(
+                gid=trans.gid,
+                expected=trans.status,
+                status=status,
+                now_ms=now,
+                branches=dict(self.pending),
+                rollback_reason=reason,
+                next_cron_ms=now + self.schedule.interval_ms,
+                interval_ms=self.schedule.interval_ms,
+            )
+        )
+        self.rnd.trans = trans.with_status(status, now, reason)
+        self.pending.clear()
+        self.schedule.dirty = False
+        log.info("%s -> %s %s", trans.status, status, reason, extra={"gid": trans.gid})
+
+    async def _flush(self) -> None:
+        trans = self.rnd.trans
+        await self.engine.store.transition(
+            Change(
+                gid=trans.gid,
+                expected=trans.status,
+                status=trans.status,
+                now_ms=self.engine.clock.now_ms(),
+                branches=dict(self.pending),
+                next_cron_ms=self.schedule.next_cron_ms,
+                interval_ms=self.schedule.interval_ms,
+            )
+        )
+        self.pending.clear()
+        self.schedule.dirty = False

@@ -1,0 +1,100 @@
+"""The one exception tree; each API-facing error knows its HTTP status and DTM result word.
+
+FastdtmError
+├── ApiError                 answered to the caller as (status, body)
+│   ├── BadRequest           400: the body is not JSON / not an object
+│   ├── PayloadTooLarge      413
+│   ├── Invalid              422: well-formed JSON with wrong fields or values
+│   ├── NotFound             404: no transaction with that gid
+│   ├── Conflict             409 + dtm_result FAILURE: the state forbids the operation
+│   ├── Ongoing              425 + dtm_result ONGOING
+│   └── ServerError          500: anything else the caller should see
+└── StoreError               raised by a Store
+    ├── StoreUnavailable     the store could not be reached / answered an error
+    ├── Stale                compare-and-set lost: the status was not the expected one
+    └── TransNotFound        the transaction does not exist (any more)
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class FastdtmError(Exception):
+    """Base of every error fastdtm raises on purpose."""
+
+
+class ApiError(FastdtmError):
+    status_code: ClassVar[int] = 500
+    dtm_result: ClassVar[str | None] = None
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def body(self) -> dict[str, str]:
+        if self.dtm_result is None:
+            return {"message": self.message}
+        return {"dtm_result": self.dtm_result, "message": self.message}
+
+
+class BadRequest(ApiError):
+    status_code = 400
+
+
+class PayloadTooLarge(ApiError):
+    status_code = 413
+
+
+class Invalid(ApiError):
+    status_code = 422
+
+
+class NotFound(ApiError):
+    status_code = 404
+
+
+class Conflict(ApiError):
+    """409; DTM's messages end with the word FAILURE, and SDKs look for it."""
+
+    status_code = 409
+    dtm_result = "FAILURE"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message if message.endswith("FAILURE") else f"{message} FAILURE")
+
+
+class Ongoing(ApiError):
+    status_code = 425
+    dtm_result = "ONGOING"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message if message.endswith("ONGOING") else f"{message} ONGOING")
+
+
+class ServerError(ApiError):
+    status_code = 500
+
+
+class StoreError(FastdtmError):
+    """Base of the errors a Store raises."""
+
+
+class StoreUnavailable(StoreError):
+    pass
+
+
+class Stale(StoreError):
+    """The transaction's status was not the expected one; `current` says what it was."""
+
+    def __init__(self, current: str) -> None:
+        super().__init__(f"current status is '{current}'")
+        self.current = current
+
+
+class TransNotFound(StoreError):
+    pass
+
+
+class LeaseLost(StoreError):
+    """This node no longer holds the shard lease it claimed with."""

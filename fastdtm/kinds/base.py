@@ -1,0 +1,129 @@
+"""What every transaction kind shares: the round a kind reads, the step it decides, and timing rules.
+
+A kind is pure: given the transaction, its branches and what happened so far in this processing
+round, it says which branch calls to start and whether the global status moves. The engine does
+the I/O and asks again after every result. Nothing here touches the network, the store or a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Final, Protocol
+
+from fastdtm.models import Branch, Options, Transaction, TransRequest
+from fastdtm.states import BranchStatus, Outcome, TransStatus
+
+#: Index of a call that is not a stored branch (the msg check-back, the workflow resume callback).
+CHECK_BACK: Final = -1
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The server defaults the kinds need, in milliseconds."""
+
+    retry_interval_ms: int
+    timeout_to_fail_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One branch call to make: `index` into the branch list, or CHECK_BACK."""
+
+    index: int
+    branch_id: str
+    op: str
+    url: str
+    data: str
+
+    @classmethod
+    def of(cls, index: int, branch: Branch) -> Call:
+        return cls(index, branch.branch_id, branch.op, branch.url, branch.data)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """A kind's decision: start these calls, or move the global status, or look again later."""
+
+    start: tuple[Call, ...] = ()
+    status: TransStatus | None = None
+    reason: str = ""
+    #: Stop this round and look again at this time (ms), e.g. a msg whose delay has not passed.
+    wake_at_ms: int = 0
+
+
+@dataclass(slots=True)
+class Round:
+    """One processing round of one transaction, as the engine keeps it."""
+
+    trans: Transaction
+    branches: list[Branch]
+    now_ms: int
+    policy: Policy
+    #: Calls started in this round, per index; a kind never starts the same call twice unless it
+    #: retries on purpose (saga retry_limit).
+    attempts: dict[int, int] = field(default_factory=dict)
+    running: set[int] = field(default_factory=set)
+    #: The last outcome of each call finished in this round.
+    outcomes: dict[int, Outcome] = field(default_factory=dict)
+    #: Why a branch failed terminally (becomes the rollback reason).
+    failure_reason: str = ""
+
+    def finished_with(self, index: int) -> Outcome | None:
+        return self.outcomes.get(index) if index not in self.running else None
+
+    def all_succeeded(self, indexes: Sequence[int]) -> bool:
+        return all(self.branches[i].status is BranchStatus.SUCCEED for i in indexes)
+
+
+class Kind(Protocol):
+    """The rules of one trans_type."""
+
+    #: Ops whose FAILURE is terminal for the branch (saga action); for every other op a FAILURE
+    #: is retried like any error.
+    failure_ends: ClassVar[frozenset[str]]
+
+    def build(self, request: TransRequest, now_ms: int) -> list[Branch]:
+        """Validate a prepare/submit request of this kind and build its branch records."""
+        ...
+
+    def step(self, rnd: Round) -> Step:
+        """Decide what to do next in this round."""
+        ...
+
+
+def timeout_ms(trans: Transaction, policy: Policy, *, default_applies: bool) -> int:
+    """The transaction's timeout: its own, else the server default for kinds that have one; 0 = never."""
+    if trans.options.timeout_to_fail > 0:
+        return trans.options.timeout_to_fail * 1000
+    return policy.timeout_to_fail_ms if default_applies else 0
+
+
+def is_timed_out(rnd: Round, *, default_applies: bool) -> bool:
+    limit = timeout_ms(rnd.trans, rnd.policy, default_applies=default_applies)
+    return limit > 0 and rnd.now_ms - rnd.trans.create_ms >= limit
+
+
+def timeout_reason(trans: Transaction) -> str:
+    # DTM prints the transaction's own value (0 when the server default applied); SDK tests match it.
+    return f"Timeout after {trans.options.timeout_to_fail} seconds"
+
+
+def reset_interval_ms(opts: Options, policy: Policy) -> int:
+    """The base retry interval (reference §5.1): own retry_interval, else a short timeout, else default."""
+    if opts.retry_interval > 0:
+        return opts.retry_interval * 1000
+    if 0 < opts.timeout_to_fail * 1000 < policy.retry_interval_ms:
+        return opts.timeout_to_fail * 1000
+    return policy.retry_interval_ms
+
+
+def branch_status_after(kind: Kind, call: Call, outcome: Outcome) -> BranchStatus | None:
+    """What a branch becomes after a call; None = it stays as it is and is retried."""
+    if call.index == CHECK_BACK:
+        return None
+    if outcome is Outcome.SUCCESS:
+        return BranchStatus.SUCCEED
+    if outcome is Outcome.FAILURE and call.op in kind.failure_ends:
+        return BranchStatus.FAILED
+    return None

@@ -1,0 +1,85 @@
+"""Two-phase message: prepare, run the local transaction, then submit (or abort); branches only go forward.
+
+Branch records: one `action` per step, branch_id ``%02d`` (i+1). A prepared message that outlives
+its timeout is checked back through `query_prepared` (GET, branch_id ``00``, op ``msg``): SUCCESS
+submits it, FAILURE fails it, anything else asks again later. Submitted branches run in order,
+stopping at the first that does not succeed (or all at once with the `concurrent` option), and are
+retried until they succeed: a FAILURE from a msg branch is not terminal (reference §6.2).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import orjson
+
+from fastdtm.errors import Invalid
+from fastdtm.kinds.base import CHECK_BACK, Call, Round, Step, is_timed_out
+from fastdtm.models import Branch, TransRequest, check_http_url
+from fastdtm.states import BranchStatus, Op, Outcome, TransStatus
+
+
+def delay_seconds(custom_data: str) -> float:
+    """`custom_data.delay`: seconds after creation before the branches may run."""
+    if not custom_data:
+        return 0.0
+    try:
+        data = orjson.loads(custom_data)
+    except orjson.JSONDecodeError:
+        raise Invalid("custom_data must be a JSON object.") from None
+    if not isinstance(data, dict):
+        raise Invalid("custom_data must be a JSON object.")
+    delay = data.get("delay") or 0
+    if not isinstance(delay, int | float) or isinstance(delay, bool) or delay < 0:
+        raise Invalid("custom_data.delay must be a number of seconds >= 0.")
+    return float(delay)
+
+
+class Msg:
+    failure_ends: ClassVar[frozenset[str]] = frozenset()
+
+    def build(self, request: TransRequest, now_ms: int) -> list[Branch]:
+        delay_seconds(request.custom_data)
+        if request.query_prepared:
+            check_http_url(request.query_prepared, "query_prepared")
+        branches = []
+        for i, step in enumerate(request.steps):
+            url = step.get(Op.ACTION, "")
+            check_http_url(url, f"steps[{i}].action")
+            branches.append(Branch(f"{i + 1:02d}", Op.ACTION, url, request.payload(i), now_ms))
+        return branches
+
+    def step(self, rnd: Round) -> Step:
+        if rnd.trans.status is TransStatus.PREPARED:
+            return self._check_back(rnd)
+        if rnd.trans.status is TransStatus.SUBMITTED:
+            return self._deliver(rnd)
+        return Step()
+
+    def _check_back(self, rnd: Round) -> Step:
+        outcome = rnd.finished_with(CHECK_BACK)
+        if outcome is Outcome.SUCCESS:
+            return Step(status=TransStatus.SUBMITTED)
+        if outcome is Outcome.FAILURE:
+            return Step(status=TransStatus.FAILED, reason="query_prepared returned FAILURE")
+        trans = rnd.trans
+        if CHECK_BACK in rnd.attempts or not trans.query_prepared or not is_timed_out(rnd, default_applies=True):
+            return Step()
+        return Step(start=(Call(CHECK_BACK, "00", Op.MSG, trans.query_prepared, ""),))
+
+    def _deliver(self, rnd: Round) -> Step:
+        wake_at = rnd.trans.create_ms + int(delay_seconds(rnd.trans.custom_data) * 1000)
+        if rnd.now_ms < wake_at:
+            return Step(wake_at_ms=wake_at)
+        if all(b.status is BranchStatus.SUCCEED for b in rnd.branches):
+            return Step(status=TransStatus.SUCCEED)
+        if any(o is not Outcome.SUCCESS for o in rnd.outcomes.values()):
+            return Step()  # a branch did not succeed: the cron retries it
+        pending = [
+            Call.of(i, b)
+            for i, b in enumerate(rnd.branches)
+            if b.status is BranchStatus.PREPARED and i not in rnd.attempts
+        ]
+        if rnd.trans.options.concurrent:
+            return Step(start=tuple(pending))
+        return Step() if rnd.running or not pending else Step(start=(pending[0],))

@@ -1,0 +1,45 @@
+-- transition: compare-and-set the global status, write fields (incl. branch progress), reschedule or finish.
+-- Recording a branch result is a transition whose new status equals the expected one: branch
+-- progress lives in fields "s<i>" of the same hash, so one script covers both.
+-- KEYS[1] -> <prefix>:{t}:g:<gid>
+-- KEYS[2] -> <prefix>:{t}:b:<gid>
+-- KEYS[3] -> <prefix>:{t}:due
+-- KEYS[4] -> <prefix>:{t}:exp
+-- ARGV[1] -> gid
+-- ARGV[2] -> expected current status
+-- ARGV[3] -> new status (may equal the expected one)
+-- ARGV[4] -> next_cron_ms to schedule, "" to leave the schedule alone, "-" to drop it (finished)
+-- ARGV[5] -> expire_at_ms when the transaction finishes, else ""
+-- ARGV[6 ..] -> field, value, ... to set
+-- Returns: {"OK"} | {"STALE", current_status} | {"NOT_FOUND"}
+local gid = ARGV[1]
+local expected = ARGV[2]
+local new_status = ARGV[3]
+local next_cron_ms = ARGV[4]
+local expire_at_ms = ARGV[5]
+
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then
+  return {'NOT_FOUND'}
+end
+if current ~= expected then
+  return {'STALE', current}
+end
+
+if new_status ~= expected then
+  redis.call('HSET', KEYS[1], 'status', new_status)
+end
+if #ARGV > 5 then
+  redis.call('HSET', KEYS[1], unpack(ARGV, 6, #ARGV))
+end
+if next_cron_ms == '-' then
+  redis.call('ZREM', KEYS[3], gid)
+elseif next_cron_ms ~= '' then
+  redis.call('ZADD', KEYS[3], next_cron_ms, gid)
+end
+if expire_at_ms ~= '' then
+  redis.call('PEXPIREAT', KEYS[1], expire_at_ms)
+  redis.call('PEXPIREAT', KEYS[2], expire_at_ms)
+  redis.call('ZADD', KEYS[4], expire_at_ms, gid)
+end
+return {'OK'}

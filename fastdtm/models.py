@@ -1,0 +1,250 @@
+"""Transactions, branches and requests as values: parsing and validation, no I/O.
+
+A request body arrives as decoded JSON (`wire.decode`); `TransRequest.parse` checks every field's
+type the way DTM's Go decoder would (JSON `null` = empty, unknown keys ignored) and raises
+`Invalid` with the field's name otherwise. Rules that depend on the transaction type (steps,
+payloads, URLs, custom_data) live with the kinds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from fastdtm.errors import Invalid
+from fastdtm.states import BranchStatus, TransStatus, TransType
+
+#: DTM strips `\n`, `\r` and `;` from gids; we refuse anything that is not printable ASCII, and
+#: bound the length as DTM's SQL schema does (128).
+GID_PATTERN: Final = re.compile(r"[!-:<-~]{1,128}")
+MAX_BRANCH_ID: Final = 128
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """Per-transaction options (reference §3); 0 means "use the server's default"."""
+
+    wait_result: bool = False
+    timeout_to_fail: int = 0
+    request_timeout: int = 0
+    retry_interval: int = 0
+    branch_headers: Mapping[str, str] = field(default_factory=dict)
+    concurrent: bool = False
+    retry_limit: int = 0
+    retry_count: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """DTM's `options` column: omit-if-empty except `concurrent`."""
+        out: dict[str, Any] = {}
+        for name in ("wait_result", "timeout_to_fail", "request_timeout", "retry_interval"):
+            if value := getattr(self, name):
+                out[name] = value
+        if self.branch_headers:
+            out["branch_headers"] = dict(self.branch_headers)
+        out["concurrent"] = self.concurrent
+        for name in ("retry_limit", "retry_count"):
+            if value := getattr(self, name):
+                out[name] = value
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Options:
+        fields = _Fields(data)
+        return cls(
+            wait_result=fields.flag("wait_result"),
+            timeout_to_fail=fields.integer("timeout_to_fail"),
+            request_timeout=fields.integer("request_timeout"),
+            retry_interval=fields.integer("retry_interval"),
+            branch_headers=fields.str_map("branch_headers"),
+            concurrent=fields.flag("concurrent"),
+            retry_limit=fields.integer("retry_limit"),
+            retry_count=fields.integer("retry_count"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    gid: str
+    trans_type: TransType
+    status: TransStatus
+    options: Options
+    create_ms: int
+    update_ms: int
+    custom_data: str = ""
+    query_prepared: str = ""
+    protocol: str = "http"
+    finish_ms: int = 0
+    rollback_ms: int = 0
+    rollback_reason: str = ""
+    result: str = ""
+    #: Current retry interval (grows on errors) and the next time the cron looks at it.
+    next_cron_interval_ms: int = 0
+    next_cron_ms: int = 0
+
+    def with_status(self, status: TransStatus, now_ms: int, reason: str = "") -> Transaction:
+        return replace(
+            self,
+            status=status,
+            update_ms=now_ms,
+            finish_ms=now_ms if status is TransStatus.SUCCEED else self.finish_ms,
+            rollback_ms=now_ms if status is TransStatus.FAILED else self.rollback_ms,
+            rollback_reason=reason or self.rollback_reason,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Branch:
+    """One branch operation. `data` is the body sent to `url`, passed through byte for byte."""
+
+    branch_id: str
+    op: str
+    url: str
+    data: str
+    create_ms: int
+    status: BranchStatus = BranchStatus.PREPARED
+    update_ms: int = 0
+    finish_ms: int = 0
+
+    def with_status(self, status: BranchStatus, now_ms: int) -> Branch:
+        return replace(self, status=status, update_ms=now_ms, finish_ms=now_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class TransRequest:
+    """The body of prepare / submit / abort / forceStop / resetNextCronTime (reference §3)."""
+
+    gid: str
+    trans_type: str
+    steps: tuple[Mapping[str, str], ...] = ()
+    payloads: tuple[str, ...] = ()
+    custom_data: str = ""
+    query_prepared: str = ""
+    protocol: str = "http"
+    rollback_reason: str = ""
+    options: Options = field(default_factory=Options)
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any]) -> TransRequest:
+        fields = _Fields(data)
+        protocol = fields.text("protocol") or "http"
+        if protocol != "http":
+            raise Invalid(f"protocol '{protocol}' is not supported; fastdtm speaks 'http' to branches.")
+        return cls(
+            gid=parse_gid(fields.text("gid")),
+            trans_type=fields.text("trans_type"),
+            steps=fields.str_map_list("steps"),
+            payloads=fields.str_list("payloads"),
+            custom_data=fields.text("custom_data"),
+            query_prepared=fields.text("query_prepared"),
+            protocol=protocol,
+            rollback_reason=fields.text("rollback_reason"),
+            options=Options.from_json(data),
+        )
+
+    def payload(self, i: int) -> str:
+        """The body of step i: `payloads[i]`, or DTM's old format with the body inside the step."""
+        if i < len(self.payloads):
+            return self.payloads[i]
+        if "data" in self.steps[i]:
+            return self.steps[i]["data"]
+        raise Invalid(f"steps[{i}] has no payload: send one entry in 'payloads' per step.")
+
+    def trans_type_enum(self) -> TransType:
+        try:
+            return TransType(self.trans_type)
+        except ValueError:
+            known = ", ".join(t.value for t in TransType)
+            raise Invalid(f"unknown trans_type '{self.trans_type}'; expected one of: {known}.") from None
+
+
+def parse_gid(gid: str) -> str:
+    if not gid:
+        raise Invalid("gid is required.")
+    if not GID_PATTERN.fullmatch(gid):
+        raise Invalid(f"gid {gid[:140]!r} is invalid: 1-128 printable ASCII characters, no spaces or ';'.")
+    return gid
+
+
+def check_http_url(url: str, what: str) -> None:
+    """Branch URLs must be absolute http(s) URLs: fastdtm calls branches over HTTP only."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise Invalid(f"{what} '{url[:300]}' is not an http:// or https:// URL.")
+
+
+class _Fields:
+    """Typed access to a decoded JSON object, with Go's null-is-empty rule."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: Mapping[str, Any]) -> None:
+        self._data = data
+
+    def _get(self, name: str) -> Any:
+        return self._data.get(name)
+
+    def text(self, name: str) -> str:
+        value = self._get(name)
+        if value is None:
+            return ""
+        if not isinstance(value, str):
+            raise Invalid(f"field '{name}' must be a string, got {_type_name(value)}.")
+        return value
+
+    def flag(self, name: str) -> bool:
+        value = self._get(name)
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            raise Invalid(f"field '{name}' must be a boolean, got {_type_name(value)}.")
+        return value
+
+    def integer(self, name: str) -> int:
+        value = self._get(name)
+        if value is None:
+            return 0
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise Invalid(f"field '{name}' must be an integer, got {_type_name(value)}.")
+        if value < 0:
+            raise Invalid(f"field '{name}' must be >= 0, got {value}.")
+        return value
+
+    def str_map(self, name: str) -> dict[str, str]:
+        value = self._get(name)
+        if value is None:
+            return {}
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            raise Invalid(f"field '{name}' must be an object of strings, got {_type_name(value)}.")
+        return value
+
+    def str_list(self, name: str) -> tuple[str, ...]:
+        value = self._get(name)
+        if value is None:
+            return ()
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise Invalid(f"field '{name}' must be an array of strings, got {_type_name(value)}.")
+        return tuple(value)
+
+    def str_map_list(self, name: str) -> tuple[dict[str, str], ...]:
+        value = self._get(name)
+        if value is None:
+            return ()
+        if not isinstance(value, list):
+            raise Invalid(f"field '{name}' must be an array of objects, got {_type_name(value)}.")
+        for i, item in enumerate(value):
+            if not isinstance(item, dict) or not all(isinstance(v, str) for v in item.values()):
+                raise Invalid(f"field '{name}[{i}]' must be an object of strings, got {_type_name(item)}.")
+        return tuple(value)
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}.get(
+        type(value), type(value).__name__
+    )

@@ -1,0 +1,109 @@
+"""Shards and every Redis key name: the only module that formats a key.
+
+A transaction lives in shard ``crc32(gid) % shards``. Each shard has a short hash tag chosen so that
+the shards spread evenly over the 16384 Redis Cluster slots: shard ``i`` gets a tag whose slot lies
+in ``[i * 16384 / shards, (i + 1) * 16384 / shards)``. All keys of a shard share its tag, so every
+Lua script (which only touches one shard) is legal on a cluster, and the shards land on every master.
+
+Key schema (prefix ``fastdtm`` by default, ``{t}`` = the shard's tag):
+
+====================================  ===========  ===============================================
+key                                   type         content
+====================================  ===========  ===============================================
+``<prefix>:{t}:g:<gid>``              hash         the global transaction: status, type, options,
+                                                   times, reason, result, and branch progress
+                                                   fields ``s<i>`` (status of branch i) and
+                                                   ``f<i>`` (its finish time, ms)
+``<prefix>:{t}:b:<gid>``              list         branch records, insertion order, JSON
+                                                   ``[branch_id, op, url, data, create_ms]``
+``<prefix>:{t}:due``                  sorted set   unfinished gid -> next_cron_time (ms)
+``<prefix>:{t}:idx``                  sorted set   gid -> create_time (ms), for listing
+``<prefix>:{t}:exp``                  sorted set   finished gid -> when its data expires (ms);
+                                                   the cron drops those from ``idx``
+``<prefix>:{t}:lease``                string       the shard's cron lease ``<node_id> <token>``
+``<prefix>:nodes``                    sorted set   node_id -> heartbeat expiry (ms); not sharded
+====================================  ===========  ===============================================
+
+Finished transactions leave ``due`` and their ``g``/``b`` keys get a TTL; unfinished ones never
+expire (a transaction is never lost).
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from redis.crc import key_slot
+
+SLOTS = 16384
+_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _candidates() -> itertools.chain[str]:
+    """Short tags in order of length: 1-char, then 2-char, ... (deterministic)."""
+    return itertools.chain.from_iterable(
+        ("".join(p) for p in itertools.product(_ALPHABET, repeat=n)) for n in itertools.count(1)
+    )
+
+
+def shard_tags(shards: int) -> tuple[str, ...]:
+    """For each shard, the shortest tag (first in a fixed order) whose slot is in the shard's range."""
+    tags: list[str | None] = [None] * shards
+    missing = shards
+    for tag in _candidates():
+        slot = key_slot(tag.encode())
+        shard = slot * shards // SLOTS
+        if tags[shard] is None:
+            tags[shard] = tag
+            missing -= 1
+            if missing == 0:
+                break
+    return tuple(t for t in tags if t is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Builds every key name for one deployment (prefix and shard count)."""
+
+    prefix: str = "fastdtm"
+    shards: int = 256
+    tags: Sequence[str] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.tags:
+            object.__setattr__(self, "tags", shard_tags(self.shards))
+
+    def shard_of(self, gid: str) -> int:
+        return zlib.crc32(gid.encode()) % self.shards
+
+    def _base(self, shard: int) -> str:
+        return f"{self.prefix}:{{{self.tags[shard]}}}"
+
+    def trans(self, gid: str) -> str:
+        return f"{self._base(self.shard_of(gid))}:g:{gid}"
+
+    def branches(self, gid: str) -> str:
+        return f"{self._base(self.shard_of(gid))}:b:{gid}"
+
+    def due(self, shard: int) -> str:
+        return f"{self._base(shard)}:due"
+
+    def index(self, shard: int) -> str:
+        return f"{self._base(shard)}:idx"
+
+    def expiring(self, shard: int) -> str:
+        return f"{self._base(shard)}:exp"
+
+    def lease(self, shard: int) -> str:
+        return f"{self._base(shard)}:lease"
+
+    def nodes(self) -> str:
+        return f"{self.prefix}:nodes"
+
+    def of_trans(self, gid: str) -> tuple[str, str, str, str, str]:
+        """The keys every per-transaction script takes, in its KEYS order: g, b, due, idx, exp."""
+        shard = self.shard_of(gid)
+        base = self._base(shard)
+        return f"{base}:g:{gid}", f"{base}:b:{gid}", f"{base}:due", f"{base}:idx", f"{base}:exp"

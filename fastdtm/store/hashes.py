@@ -1,0 +1,110 @@
+"""How transactions and branches map to Redis hash fields and list items (and back).
+
+The transaction hash holds the global fields (times in ms as decimal strings, `options` as JSON)
+plus one field per branch that left `prepared`: ``s<i>`` = ``"<status> <finish_ms>"``. Branch
+records are immutable JSON arrays ``[branch_id, op, url, data, create_ms]`` in a list, so a branch
+result is one HSET, never a rewrite of the record.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import orjson
+
+from fastdtm.models import Branch, Options, Transaction
+from fastdtm.states import TERMINAL, BranchStatus, TransStatus, TransType
+from fastdtm.store.base import Change
+
+_INT_FIELDS = {
+    "create_time": "create_ms",
+    "update_time": "update_ms",
+    "finish_time": "finish_ms",
+    "rollback_time": "rollback_ms",
+    "next_cron_interval": "next_cron_interval_ms",
+    "next_cron_time": "next_cron_ms",
+}
+_STR_FIELDS = ("custom_data", "query_prepared", "protocol", "rollback_reason", "result")
+
+
+def trans_fields(trans: Transaction) -> list[str]:
+    """Flat field/value list of a new transaction hash; empty values are left out."""
+    out = [
+        "gid",
+        trans.gid,
+        "trans_type",
+        trans.trans_type,
+        "status",
+        trans.status,
+        "options",
+        orjson.dumps(trans.options.to_json()).decode(),
+    ]
+    for name in _STR_FIELDS:
+        if value := getattr(trans, name):
+            out += [name, value]
+    for name, attr in _INT_FIELDS.items():
+        if value := getattr(trans, attr):
+            out += [name, str(value)]
+    return out
+
+
+def branch_record(branch: Branch) -> str:
+    return orjson.dumps([branch.branch_id, branch.op, branch.url, branch.data, branch.create_ms]).decode()
+
+
+def branch_progress(index: int, branch: Branch) -> tuple[str, str]:
+    return f"s{index}", f"{branch.status} {branch.finish_ms}"
+
+
+def change_fields(change: Change) -> list[str]:
+    """Hash fields a transition writes."""
+    out = ["update_time", str(change.now_ms)]
+    if change.status is TransStatus.SUCCEED and change.expected is not TransStatus.SUCCEED:
+        out += ["finish_time", str(change.now_ms)]
+    if change.status is TransStatus.FAILED and change.expected is not TransStatus.FAILED:
+        out += ["rollback_time", str(change.now_ms)]
+    if change.rollback_reason:
+        out += ["rollback_reason", change.rollback_reason]
+    if change.status not in TERMINAL:
+        if change.next_cron_ms is not None:
+            out += ["next_cron_time", str(change.next_cron_ms)]
+        if change.interval_ms is not None:
+            out += ["next_cron_interval", str(change.interval_ms)]
+    for index, branch in change.branches.items():
+        out += branch_progress(index, branch)
+    for name, value in change.fields.items():
+        out += [name, value]
+    return out
+
+
+def decode_trans(fields: Mapping[str, str]) -> Transaction:
+    ints = {attr: int(fields.get(name) or 0) for name, attr in _INT_FIELDS.items()}
+    return Transaction(
+        gid=fields["gid"],
+        trans_type=TransType(fields["trans_type"]),
+        status=TransStatus(fields["status"]),
+        options=Options.from_json(orjson.loads(fields.get("options") or "{}")),
+        custom_data=fields.get("custom_data", ""),
+        query_prepared=fields.get("query_prepared", ""),
+        protocol=fields.get("protocol", "http"),
+        rollback_reason=fields.get("rollback_reason", ""),
+        result=fields.get("result", ""),
+        **ints,
+    )
+
+
+def decode_branches(fields: Mapping[str, str], records: Sequence[str]) -> list[Branch]:
+    branches = []
+    for i, record in enumerate(records):
+        branch_id, op, url, data, create_ms = orjson.loads(record)
+        branch = Branch(branch_id, op, url, data, create_ms, update_ms=create_ms)
+        progress = fields.get(f"s{i}")
+        if progress:
+            status, finish_ms = progress.split(" ")
+            branch = branch.with_status(BranchStatus(status), int(finish_ms))
+        branches.append(branch)
+    return branches
+
+
+def pairs(flat: Sequence[str]) -> dict[str, str]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))

@@ -1,0 +1,257 @@
+"""The Redis store, standalone or Redis Cluster: one method per Lua script, errors mapped once.
+
+Scripts are loaded from `fastdtm/lua/*.lua` and called with EVALSHA; a server that lost its script
+cache (restart, failover) answers NOSCRIPT and the script is loaded again. Every key a script
+touches shares the shard's hash tag (see `sharding`), so the same calls work on a cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any, Final, TypeAlias
+from urllib.parse import urlsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.exceptions import NoScriptError, RedisError
+
+from fastdtm.errors import Invalid, LeaseLost, Stale, StoreUnavailable, TransNotFound
+from fastdtm.models import Branch, Transaction
+from fastdtm.sharding import Keys
+from fastdtm.states import TERMINAL, TransStatus
+from fastdtm.store import hashes
+from fastdtm.store.base import Change, ListPage, ListQuery
+
+Client: TypeAlias = "aioredis.Redis | RedisCluster"
+
+SCRIPTS: Final = (
+    "create",
+    "transition",
+    "touch",
+    "load",
+    "claim_due",
+    "lease_renew",
+    "lease_release",
+)
+
+
+class Script:
+    """One Lua file, called by its SHA1."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.source = resources.files("fastdtm.lua").joinpath(f"{name}.lua").read_text()
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+    async def __call__(self, client: Client, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await client.script_load(self.source)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+
+
+def connect(url: str, max_connections: int = 128) -> Client:
+    """A client for `redis://host:port/db` or `redis+cluster://h1:p1,h2:p2`.
+
+    Callers wait for a free connection instead of failing when all are busy: bursts (a cron tick
+    over every shard, a load spike) queue briefly rather than erroring out.
+    """
+    options: dict[str, Any] = {"decode_responses": True, "socket_timeout": 10, "socket_connect_timeout": 5}
+    if url.startswith("redis+cluster://"):
+        netloc = urlsplit(url).netloc
+        nodes = [ClusterNode(host, int(port)) for host, _, port in (n.rpartition(":") for n in netloc.split(","))]
+        # The cluster client has no blocking pool: give each node room for a burst instead.
+        return RedisCluster(startup_nodes=nodes, max_connections=8 * max_connections, **options)
+    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=10, **options)
+    return aioredis.Redis(connection_pool=pool)
+
+
+@asynccontextmanager
+async def _mapped() -> AsyncIterator[None]:
+    """The one place redis-py's exceptions become ours."""
+    try:
+        yield
+    except RedisError as exc:
+        raise StoreUnavailable(f"redis: {exc}") from exc
+    except OSError as exc:
+        raise StoreUnavailable(f"redis: {exc}") from exc
+
+
+class RedisStore:
+    def __init__(self, client: Client, keys: Keys, finished_ttl_ms: int) -> None:
+        self.client = client
+        self.keys = keys
+        self.shards = keys.shards
+        self.finished_ttl_ms = finished_ttl_ms
+        self._scripts = {name: Script(name) for name in SCRIPTS}
+
+    async def _run(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        async with _mapped():
+            return await self._scripts[name](self.client, keys, args)
+
+    async def create(self, trans: Transaction, branches: Sequence[Branch]) -> TransStatus | None:
+        g, b, due, idx, exp = self.keys.of_trans(trans.gid)
+        finished = trans.status in TERMINAL
+        fields = hashes.trans_fields(trans)
+        for i, branch in enumerate(branches):
+            if branch.status is not branch.status.PREPARED:
+                fields += hashes.branch_progress(i, branch)
+        args: list[str | int] = [
+            trans.gid,
+            trans.create_ms,
+            "" if finished else trans.next_cron_ms,
+            trans.update_ms + self.finished_ttl_ms if finished else "",
+            len(fields) // 2,
+            *fields,
+            *(hashes.branch_record(br) for br in branches),
+        ]
+        reply = await self._run("create", [g, b, due, idx, exp], args)
+        return None if reply[0] == "CREATED" else TransStatus(reply[1])
+
+    async def load(self, gid: str) -> tuple[Transaction, list[Branch]] | None:
+        g, b, *_ = self.keys.of_trans(gid)
+        reply = await self._run("load", [g, b], [])
+        if not reply:
+            return None
+        fields = hashes.pairs(reply[0])
+        return hashes.decode_trans(fields), hashes.decode_branches(fields, reply[1])
+
+    async def transition(self, change: Change) -> None:
+        g, b, due, _, exp = self.keys.of_trans(change.gid)
+        finished = change.status in TERMINAL
+        if finished:
+            schedule: str | int = "-"
+        else:
+            schedule = "" if change.next_cron_ms is None else change.next_cron_ms
+        expire = change.now_ms + self.finished_ttl_ms if finished else ""
+        args = [change.gid, change.expected, change.status, schedule, expire, *hashes.change_fields(change)]
+        reply = await self._run("transition", [g, b, due, exp], args)
+        if reply[0] == "STALE":
+            raise Stale(reply[1])
+        if reply[0] == "NOT_FOUND":
+            raise TransNotFound(change.gid)
+
+    async def touch(self, gid: str, next_cron_ms: int, now_ms: int) -> TransStatus:
+        g, _, due, _, _ = self.keys.of_trans(gid)
+        reply = await self._run("touch", [g, due], [gid, next_cron_ms, now_ms])
+        if reply[0] == "NOT_FOUND":
+            raise TransNotFound(gid)
+        return TransStatus(reply[1]) if reply[0] == "FINISHED" else TransStatus.SUBMITTED
+
+    async def forget(self, gid: str) -> None:
+        async with _mapped():
+            await self.client.zrem(self.keys.due(self.keys.shard_of(gid)), gid)
+
+    async def claim_due(self, shard: int, lease: str, now_ms: int, limit: int, until_ms: int) -> list[str]:
+        keys = [self.keys.lease(shard), self.keys.due(shard), self.keys.index(shard), self.keys.expiring(shard)]
+        reply = await self._run("claim_due", keys, [lease, now_ms, limit, until_ms])
+        if reply[0] == "LEASE_LOST":
+            raise LeaseLost(f"shard {shard}")
+        return list(reply[1:])
+
+    async def acquire_lease(self, shard: int, lease: str, ttl_ms: int) -> bool:
+        async with _mapped():
+            return bool(await self.client.set(self.keys.lease(shard), lease, nx=True, px=ttl_ms))
+
+    async def renew_leases(self, shards: Sequence[int], lease: str, ttl_ms: int) -> list[bool]:
+        renew = self._scripts["lease_renew"]
+        async with _mapped():
+            replies = await asyncio.gather(*(renew(self.client, [self.keys.lease(s)], [lease, ttl_ms]) for s in shards))
+        return [bool(r) for r in replies]
+
+    async def release_lease(self, shard: int, lease: str) -> bool:
+        return bool(await self._run("lease_release", [self.keys.lease(shard)], [lease]))
+
+    async def lease_holder(self, shard: int) -> str | None:
+        async with _mapped():
+            value = await self.client.get(self.keys.lease(shard))
+        return None if value is None else str(value)
+
+    async def heartbeat(self, node_id: str, now_ms: int, ttl_ms: int) -> list[str]:
+        key = self.keys.nodes()
+        async with _mapped():
+            await self.client.zadd(key, {node_id: now_ms + ttl_ms})
+            await self.client.zremrangebyscore(key, "-inf", now_ms)
+            nodes = await self.client.zrange(key, 0, -1)
+        return [str(n) for n in nodes]
+
+    async def list_transactions(self, query: ListQuery) -> ListPage:
+        async with _mapped():
+            return await _Lister(self, query).page()
+
+    async def ping(self) -> None:
+        async with _mapped():
+            await self.client.ping()
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+class _Lister:
+    """`/all`: walks shard by shard, each by create time, with a cursor `<shard>:<score>:<gid>`."""
+
+    BATCH: Final = 200
+
+    def __init__(self, store: RedisStore, query: ListQuery) -> None:
+        self.store = store
+        self.query = query
+        self.found: list[Transaction] = []
+
+    async def page(self) -> ListPage:
+        shard, score, last_gid = _parse_position(self.query.position)
+        while shard < self.store.shards:
+            position = await self._scan_shard(shard, score, last_gid)
+            if position:
+                return ListPage(self.found, position)
+            shard, score, last_gid = shard + 1, self.query.create_from_ms, ""
+        return ListPage(self.found, "")
+
+    async def _scan_shard(self, shard: int, score: int, last_gid: str) -> str:
+        """Collects matches of one shard; returns a cursor if the page filled up inside it."""
+        key = self.store.keys.index(shard)
+        low = max(score, self.query.create_from_ms)
+        high = self.query.create_to_ms or "+inf"
+        offset = 0
+        while True:
+            entries: list[tuple[str, float]] = await self.store.client.zrangebyscore(
+                key, low, high, start=offset, num=self.BATCH, withscores=True
+            )  # type: ignore[assignment]
+            for gid, raw_score in entries:
+                created = int(raw_score)
+                # Members with the same score sort by gid: skip those up to the cursor's gid.
+                if created == score and gid <= last_gid:
+                    continue
+                if await self._take(gid) and len(self.found) >= self.query.limit:
+                    return f"{shard}:{created}:{gid}"
+            if len(entries) < self.BATCH:
+                return ""
+            offset += len(entries)
+
+    async def _take(self, gid: str) -> bool:
+        loaded = await self.store.load(gid)
+        if loaded is None:
+            return False
+        trans = loaded[0]
+        if self.query.status and trans.status != self.query.status:
+            return False
+        if self.query.trans_type and trans.trans_type != self.query.trans_type:
+            return False
+        self.found.append(trans)
+        return True
+
+
+def _parse_position(position: str) -> tuple[int, int, str]:
+    if not position:
+        return 0, 0, ""
+    try:
+        shard, score, gid = position.split(":", 2)
+        return int(shard), int(score), gid
+    except ValueError:
+        raise Invalid(f"position '{position[:100]}' is not a cursor this server returned.") from None
