@@ -30,7 +30,9 @@ def msg_round(
 
 
 def test_build_one_action_per_step() -> None:
-    req = TransRequest(gid="g", trans_type="msg", steps=({"action": "http://x/a"}, {"action": "http://x/b"}), payloads=("1", "2"))
+    req = TransRequest(
+        gid="g", trans_type="msg", steps=({"action": "http://x/a"}, {"action": "http://x/b"}), payloads=("1", "2")
+    )
     assert [(b.branch_id, b.op, b.data) for b in Msg().build(req, 0)] == [("01", "action", "1"), ("02", "action", "2")]
 
 
@@ -38,7 +40,12 @@ def test_build_one_action_per_step() -> None:
     ("req", "message"),
     [
         (TransRequest(gid="g", trans_type="msg", steps=({"action": ""},), payloads=("1",)), "not an http"),
-        (TransRequest(gid="g", trans_type="msg", steps=({"action": "http://x"},), payloads=("1",), custom_data='{"delay": -1}'), "delay"),
+        (
+            TransRequest(
+                gid="g", trans_type="msg", steps=({"action": "http://x"},), payloads=("1",), custom_data='{"delay": -1}'
+            ),
+            "delay",
+        ),
         (TransRequest(gid="g", trans_type="msg", steps=(), query_prepared="nope"), "query_prepared"),
     ],
 )
@@ -74,7 +81,9 @@ def test_delay_postpones_delivery() -> None:
 def test_prepared_msg_waits_for_its_timeout_then_checks_back() -> None:
     assert Msg().step(msg_round([P], status=TransStatus.PREPARED, now_ms=34_999)) == Step()
     step = Msg().step(msg_round([P], status=TransStatus.PREPARED, now_ms=35_000))
-    assert [(c.index, c.branch_id, c.op, c.url, c.data) for c in step.start] == [(CHECK_BACK, "00", "msg", "http://b/qp", "")]
+    assert [(c.index, c.branch_id, c.op, c.url, c.data) for c in step.start] == [
+        (CHECK_BACK, "00", "msg", "http://b/qp", "")
+    ]
 
 
 def test_own_timeout_applies_to_the_check_back() -> None:

@@ -1,0 +1,1 @@
+"""Test support for fastdtm: real Redis processes, a scripted branch server and the node under test."""
