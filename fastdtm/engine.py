@@ -55,7 +55,9 @@ class Engine:
         return gid in self._active
 
     async def run(self, trans: Transaction, branches: list[Branch]) -> RoundResult:
-        """One round on already loaded state."""
+        """One round on already loaded state; none if this node already runs one for the gid."""
+        if trans.gid in self._active:
+            return RoundResult(trans, completed=False)
         self._active.add(trans.gid)
         try:
             return await _Runner(self, trans, branches).run()

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 from dtmcli import saga, utils
-from redis.cluster import ClusterNode, RedisCluster
+from redis.cluster import RedisCluster
 
 from fastdtm.sharding import Keys
 from tests.e2e.helpers import paths, statuses
@@ -25,9 +25,9 @@ LEASE_TTL = 1.5  # the test nodes' --lease-ttl (tests/support/node.py)
 
 def sync_client(store_url: str) -> redis.Redis | RedisCluster:
     if store_url.startswith("redis+cluster://"):
-        hosts = store_url.removeprefix("redis+cluster://").split(",")
-        nodes = [ClusterNode(h.rsplit(":", 1)[0], int(h.rsplit(":", 1)[1])) for h in hosts]
-        return RedisCluster(startup_nodes=nodes, decode_responses=True)
+        # One startup node is enough: the client discovers the others.
+        host, port = store_url.removeprefix("redis+cluster://").split(",")[0].rsplit(":", 1)
+        return RedisCluster(host=host, port=int(port), decode_responses=True)
     return redis.Redis.from_url(store_url, decode_responses=True)
 
 
