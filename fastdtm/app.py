@@ -47,8 +47,6 @@ def build_store(settings: Settings) -> Store:
 def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
-        if settings.store_defaulted:
-            log.warning("no --store given: using the default store %s", settings.store)
         log.info("fastdtm node %s starting on store %s", settings.node_id, settings.store)
         store = build_store(settings)
         clock = SystemClock()

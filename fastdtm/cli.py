@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -12,6 +13,8 @@ import uvicorn
 from fastdtm import __version__, logs
 from fastdtm.app import create_app
 from fastdtm.config import Settings, SettingsError
+
+log = logging.getLogger("fastdtm")
 
 # flag -> (Settings field, type, help)
 _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
@@ -59,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def serve(settings: Settings) -> int:
+    if settings.store_defaulted:
+        log.warning("no --store given: using the default store %s", settings.store)
+    else:
+        log.info("fastdtm %s on store %s", __version__, settings.store)
     common = {"host": settings.host, "port": settings.port, "loop": "uvloop", "http": "httptools", "log_config": None}
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]

@@ -215,7 +215,9 @@ class _Runner:
         self.rnd.trans = trans.with_status(status, now, reason)
         self.pending.clear()
         self.schedule.dirty = False
-        log.info("%s -> %s %s", trans.status, status, reason, extra={"gid": trans.gid})
+        # The happy path is logged at debug: at thousands of transactions per second a line each costs.
+        level = logging.DEBUG if status in (TransStatus.SUBMITTED, TransStatus.SUCCEED) else logging.INFO
+        log.log(level, "%s -> %s %s", trans.status, status, reason, extra={"gid": trans.gid})
 
     async def _flush(self) -> None:
         trans = self.rnd.trans

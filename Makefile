@@ -1,0 +1,41 @@
+# The entry points the README names. Each one sets up what it needs on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint typecheck unit bench clean
+
+# Run a fastdtm node on 127.0.0.1:6379's Redis (started here if none answers) at :36789.
+run: $(STAMP)
+	./scripts/ensure-redis.sh
+	./scripts/local-redis.sh
+	$(BIN)/fastdtm serve $(ARGS)
+
+# Everything CI checks: formatting, lint, types, then the whole test suite against real Redis.
+test: $(STAMP) lint typecheck
+	./scripts/ensure-redis.sh
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest tests/unit -q
+
+bench: $(STAMP)
+	./scripts/ensure-redis.sh
+	$(BIN)/python bench/saga_bench.py $(ARGS)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
