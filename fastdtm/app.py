@@ -6,6 +6,7 @@ hands them to handlers through lifespan state (no module-level globals).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -44,11 +45,26 @@ def build_store(settings: Settings) -> Store:
     return RedisStore(connect(settings.store), keys, int(settings.finished_data_expire * 1000))
 
 
+async def _wait_for(store: Store, url: str) -> None:
+    """Start only once the store answers (as DTM does): a node without its store can record nothing.
+
+    The first call also lets a cluster client learn the slot map before concurrent traffic starts.
+    """
+    while True:
+        try:
+            await store.ping()
+            return
+        except StoreError as exc:
+            log.warning("waiting for the store %s: %s", url, exc)
+            await asyncio.sleep(1.0)
+
+
 def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         log.info("fastdtm node %s starting on store %s", settings.node_id, settings.store)
         store = build_store(settings)
+        await _wait_for(store, settings.store)
         clock = SystemClock()
         policy = Policy(int(settings.retry_interval * 1000), int(settings.timeout_to_fail * 1000))
         # One pooled session for every branch call of this process: keep-alive per branch host.

@@ -74,6 +74,8 @@ class Settings:
             raise SettingsError(f"Setting 'timeout_to_fail' must be >= 0, got {self.timeout_to_fail!r}.")
         if not 1 <= self.shards <= 16384:
             raise SettingsError(f"Setting 'shards' must be within 1..16384, got {self.shards!r}.")
+        if not 1 <= self.claim_batch <= 1000:
+            raise SettingsError(f"Setting 'claim_batch' must be within 1..1000, got {self.claim_batch!r}.")
         if self.workers < 1:
             raise SettingsError(f"Setting 'workers' must be >= 1, got {self.workers!r}.")
         if not self.store.startswith(("redis://", "rediss://", "redis+cluster://")):

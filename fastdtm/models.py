@@ -20,7 +20,8 @@ from fastdtm.states import BranchStatus, TransStatus, TransType
 #: DTM strips `\n`, `\r` and `;` from gids; we refuse anything that is not printable ASCII, and
 #: bound the length as DTM's SQL schema does (128).
 GID_PATTERN: Final = re.compile(r"[!-:<-~]{1,128}")
-MAX_BRANCH_ID: Final = 128
+#: A transaction's step count is bounded: a saga of thousands of steps is a mistake, not a use.
+MAX_STEPS: Final = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +133,13 @@ class TransRequest:
         protocol = fields.text("protocol") or "http"
         if protocol != "http":
             raise Invalid(f"protocol '{protocol}' is not supported; fastdtm speaks 'http' to branches.")
+        steps = fields.str_map_list("steps")
+        if len(steps) > MAX_STEPS:
+            raise Invalid(f"a transaction has at most {MAX_STEPS} steps, got {len(steps)}.")
         return cls(
             gid=parse_gid(fields.text("gid")),
             trans_type=fields.text("trans_type"),
-            steps=fields.str_map_list("steps"),
+            steps=steps,
             payloads=fields.str_list("payloads"),
             custom_data=fields.text("custom_data"),
             query_prepared=fields.text("query_prepared"),

@@ -11,9 +11,9 @@ Key schema (prefix ``fastdtm`` by default, ``{t}`` = the shard's tag):
 key                                   type         content
 ====================================  ===========  ===============================================
 ``<prefix>:{t}:g:<gid>``              hash         the global transaction: status, type, options,
-                                                   times, reason, result, and branch progress
-                                                   fields ``s<i>`` (status of branch i) and
-                                                   ``f<i>`` (its finish time, ms)
+                                                   times, reason, result, and one branch progress
+                                                   field ``s<i>`` = ``"<status> <finish_ms>"`` per
+                                                   branch that left ``prepared``
 ``<prefix>:{t}:b:<gid>``              list         branch records, insertion order, JSON
                                                    ``[branch_id, op, url, data, create_ms]``
 ``<prefix>:{t}:due``                  sorted set   unfinished gid -> next_cron_time (ms)

@@ -20,13 +20,16 @@ if redis.call('GET', KEYS[1]) ~= lease then
 end
 
 local expired = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now_ms, 'LIMIT', 0, 256)
-if #expired > 0 then
-  redis.call('ZREM', KEYS[3], unpack(expired))
-  redis.call('ZREM', KEYS[4], unpack(expired))
+for _, gid in ipairs(expired) do
+  redis.call('ZREM', KEYS[3], gid)
+  redis.call('ZREM', KEYS[4], gid)
 end
 
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms, 'LIMIT', 0, limit)
+-- Built as a table, not with unpack(): any limit works.
+local reply = {'OK'}
 for _, gid in ipairs(due) do
   redis.call('ZADD', KEYS[2], claimed_until_ms, gid)
+  reply[#reply + 1] = gid
 end
-return {'OK', unpack(due)}
+return reply

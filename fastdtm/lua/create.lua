@@ -18,16 +18,24 @@ local next_cron_ms = ARGV[3]
 local expire_at_ms = ARGV[4]
 local n_fields = tonumber(ARGV[5])
 
+-- Lua's unpack() is bounded by the C stack (about 8000 values): write long argument runs in chunks,
+-- so a large transaction can never fail halfway through its writes.
+local function each_chunk(from, to, write)
+  local step = 1000
+  for i = from, to, step do
+    write(unpack(ARGV, i, math.min(i + step - 1, to)))
+  end
+end
+
 local existing = redis.call('HGET', KEYS[1], 'status')
 if existing then
   return {'EXISTS', existing}
 end
 
 local last_field = 5 + 2 * n_fields
-redis.call('HSET', KEYS[1], unpack(ARGV, 6, last_field))
-if #ARGV > last_field then
-  redis.call('RPUSH', KEYS[2], unpack(ARGV, last_field + 1, #ARGV))
-end
+-- Chunks of field/value pairs must not split a pair: 1000 is even.
+each_chunk(6, last_field, function(...) redis.call('HSET', KEYS[1], ...) end)
+each_chunk(last_field + 1, #ARGV, function(...) redis.call('RPUSH', KEYS[2], ...) end)
 redis.call('ZADD', KEYS[4], now_ms, gid)
 -- A gid may come back after its finished data expired: it is live again.
 redis.call('ZREM', KEYS[5], gid)

@@ -4,7 +4,7 @@
 -- ARGV[1] -> gid
 -- ARGV[2] -> next_cron_ms
 -- ARGV[3] -> now_ms (update_time)
--- Returns: {"OK"} | {"FINISHED", status} (not in the due index: nothing to move) | {"NOT_FOUND"}
+-- Returns: {"OK", status} | {"FINISHED", status} (not in the due index: nothing to move) | {"NOT_FOUND"}
 local gid = ARGV[1]
 local next_cron_ms = ARGV[2]
 local now_ms = ARGV[3]
@@ -18,4 +18,4 @@ if not redis.call('ZSCORE', KEYS[2], gid) then
 end
 redis.call('ZADD', KEYS[2], next_cron_ms, gid)
 redis.call('HSET', KEYS[1], 'next_cron_time', next_cron_ms, 'update_time', now_ms)
-return {'OK'}
+return {'OK', status}

@@ -18,6 +18,15 @@ local new_status = ARGV[3]
 local next_cron_ms = ARGV[4]
 local expire_at_ms = ARGV[5]
 
+-- Lua's unpack() is bounded by the C stack (about 8000 values): write long argument runs in chunks,
+-- so a large transaction can never fail halfway through its writes.
+local function each_chunk(from, to, write)
+  local step = 1000
+  for i = from, to, step do
+    write(unpack(ARGV, i, math.min(i + step - 1, to)))
+  end
+end
+
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then
   return {'NOT_FOUND'}
@@ -29,9 +38,7 @@ end
 if new_status ~= expected then
   redis.call('HSET', KEYS[1], 'status', new_status)
 end
-if #ARGV > 5 then
-  redis.call('HSET', KEYS[1], unpack(ARGV, 6, #ARGV))
-end
+each_chunk(6, #ARGV, function(...) redis.call('HSET', KEYS[1], ...) end)
 if next_cron_ms == '-' then
   redis.call('ZREM', KEYS[3], gid)
 elseif next_cron_ms ~= '' then

@@ -70,7 +70,7 @@ def connect(url: str, max_connections: int = 128) -> Client:
         # The cluster client has no blocking pool: give each node room for a burst instead.
         return RedisCluster(startup_nodes=nodes, max_connections=8 * max_connections, **options)
     pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=10, **options)
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes its sockets
 
 
 @asynccontextmanager
@@ -143,7 +143,7 @@ class RedisStore:
         reply = await self._run("touch", [g, due], [gid, next_cron_ms, now_ms])
         if reply[0] == "NOT_FOUND":
             raise TransNotFound(gid)
-        return TransStatus(reply[1]) if reply[0] == "FINISHED" else TransStatus.SUBMITTED
+        return TransStatus(reply[1])
 
     async def forget(self, gid: str) -> None:
         async with _mapped():

@@ -53,6 +53,7 @@ def assert_refused(reply: httpx.Response, status: int, words: str) -> None:
         ({"custom_data": '{"orders": {"0": [0]}}'}, "cycle"),
         ({"custom_data": '{"orders": {"3": [0]}}'}, "has step '3'"),
         ({"protocol": "grpc"}, "protocol 'grpc' is not supported"),
+        ({"steps": [GOOD_STEP] * 1001, "payloads": ["{}"] * 1001}, "at most 1000 steps"),
     ],
 )
 def test_bad_trans_bodies_are_refused_with_422(

@@ -6,13 +6,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 
 from fastdtm.store.redis import Client, RedisStore, connect
-from tests.lua.support import KEYS
-
-#: Long enough that a finished transaction written by a test never expires during it.
-FINISHED_TTL_MS = 60_000
+from tests.lua.support import FINISHED_TTL_MS, KEYS
 
 
 @pytest.fixture
@@ -22,10 +18,6 @@ async def client(store_url: str) -> AsyncIterator[Client]:
         yield client
     finally:
         await client.aclose()
-        if isinstance(client, Redis):
-            # `connect` hands the standalone client a pool of its own, which `aclose()` leaves open (see
-            # test_client.py); without this, every test would end with ResourceWarnings about unclosed sockets.
-            await client.connection_pool.aclose()
 
 
 @pytest.fixture

@@ -26,6 +26,9 @@ LEASE_RELEASE: Final = Script("lease_release")
 #: A "now" for scripts that only store time as data: they never read the clock, so any value will do.
 T0: Final = 1_700_000_000_000
 
+#: The store's FinishedDataExpire in these tests: long enough that nothing a test finishes expires during it.
+FINISHED_TTL_MS: Final = 60_000
+
 #: `PEXPIRETIME` answers for a key without a TTL and for a missing key.
 NO_TTL: Final = -1
 ABSENT: Final = -2

@@ -8,16 +8,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import pytest
 from redis.exceptions import ResponseError
 
 from fastdtm.models import Branch, Options, Transaction
 from fastdtm.states import BranchStatus, TransStatus, TransType
 from fastdtm.store.redis import Client, RedisStore
-from tests.lua.conftest import FINISHED_TTL_MS
 from tests.lua.support import (
     ABSENT,
     CREATE,
+    FINISHED_TTL_MS,
     KEYS,
     NO_TTL,
     T0,
@@ -136,13 +135,6 @@ async def test_only_its_own_gid_is_written_in_the_shard_sets(client: Client) -> 
     assert state.idx == {first: T0, second: T0 + 2}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="create.lua passes every branch record to one unpack(): from 7998 records on, Lua's C stack "
-    "limit makes RPUSH fail after HSET already wrote the hash, leaving a transaction without branches, "
-    "due or idx entry",
-)
 async def test_many_branch_records_are_all_or_nothing(client: Client) -> None:
     # A saga of 4000 steps (8000 branches) fits in the default 1 MiB request body.
     branches = records(8_000)

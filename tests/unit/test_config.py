@@ -40,6 +40,7 @@ def test_worker_environment_round_trips() -> None:
         ({"FASTDTM_PORT": "eighty"}, "Not a valid int"),
         ({"FASTDTM_RETRY_INTERVAL": "0"}, "'retry_interval' must be > 0"),
         ({"FASTDTM_SHARDS": "0"}, "'shards' must be within"),
+        ({"FASTDTM_CLAIM_BATCH": "5000"}, "'claim_batch' must be within"),
         ({"FASTDTM_STORE": "mysql://x"}, r"redis:// or redis\+cluster://"),
     ],
 )

@@ -1,0 +1,110 @@
+"""Why every script takes keys of one shard only, shown on the 3-master cluster (skipped on standalone): for many
+gids and every shard, each script's keys hash to one slot and the shards spread over all masters; the scripts run
+on each master; and a call mixing two shards' keys is refused (by redis-py before sending, or by the server) and
+writes nothing."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ClusterCrossSlotError, RedisClusterException
+
+from fastdtm.store.redis import Client
+from tests.lua.support import (
+    CLAIM_DUE,
+    CREATE,
+    KEYS,
+    LEASE_RELEASE,
+    LEASE_RENEW,
+    LOAD,
+    T0,
+    TOUCH,
+    TRANSITION,
+    gids_in_shard,
+    tagged,
+)
+from tests.support.redis_servers import CLUSTER_SCHEME
+
+
+def cluster_of(store_url: str, client: Client) -> RedisCluster:
+    if not store_url.startswith(CLUSTER_SCHEME):
+        pytest.skip("hash slots exist only on Redis Cluster")
+    assert isinstance(client, RedisCluster)
+    return client
+
+
+def script_keys(gid: str) -> list[list[str]]:
+    """The KEYS of every per-transaction script for one gid, as `RedisStore` passes them."""
+    g, b, due, idx, exp = KEYS.of_trans(gid)
+    return [[g, b, due, idx, exp], [g, b, due, exp], [g, due], [g, b]]
+
+
+def shard_keys(shard: int) -> list[list[str]]:
+    """The KEYS of every per-shard script (claim_due, lease_renew, lease_release)."""
+    return [[KEYS.lease(shard), KEYS.due(shard), KEYS.index(shard), KEYS.expiring(shard)], [KEYS.lease(shard)]]
+
+
+async def test_each_scripts_keys_share_a_slot_and_the_shards_cover_every_master(store_url: str, client: Client) -> None:
+    cluster = cluster_of(store_url, client)
+    await cluster.initialize()  # loads the slot map that `get_node_from_key` reads
+    calls = [keys for i in range(2_000) for keys in script_keys(f"gid-{i}")]
+    calls += [keys for shard in range(KEYS.shards) for keys in shard_keys(shard)]
+
+    masters: set[str] = set()
+    for keys in calls:
+        assert len({cluster.keyslot(key) for key in keys}) == 1, keys
+        node = cluster.get_node_from_key(keys[0])
+        assert node is not None
+        masters.add(node.name)
+
+    assert masters == {node.name for node in cluster.get_primaries()}
+    assert len(masters) == 3
+
+
+async def test_every_script_runs_on_every_master(store_url: str, client: Client) -> None:
+    cluster = cluster_of(store_url, client)
+    lease = "node-a 5f0c1e9a7b3d2c4e"
+    # One gid per shard, so that every master serves some of the calls below.
+    gids = [gids_in_shard(shard, 1)[0] for shard in range(KEYS.shards)]
+    for shard, gid in enumerate(gids):
+        g, b, due, idx, exp = KEYS.of_trans(gid)
+        args: list[str | int] = [gid, T0, T0, "", 2, "gid", gid, "status", "submitted", '["01", "action", "", "", 0]']
+        assert tagged(await CREATE(cluster, [g, b, due, idx, exp], args)) == ["CREATED"]
+        assert tagged(await TOUCH(cluster, [g, due], [gid, T0 - 1, T0])) == ["OK", "submitted"]
+        assert tagged(await TRANSITION(cluster, [g, b, due, exp], [gid, "submitted", "submitted", "", ""])) == ["OK"]
+        assert len(await LOAD(cluster, [g, b], [])) == 2
+        await cluster.set(KEYS.lease(shard), lease)
+        claimed = await CLAIM_DUE(cluster, shard_keys(shard)[0], [lease, T0, 10, T0 + 1])
+        assert tagged(claimed) == ["OK", gid]
+        assert await LEASE_RENEW(cluster, [KEYS.lease(shard)], [lease, 1_000]) == 1
+        assert await LEASE_RELEASE(cluster, [KEYS.lease(shard)], [lease]) == 1
+
+    for node in cluster.get_primaries():
+        stored = await cluster.keys(f"{KEYS.prefix}:*:g:*", target_nodes=node)
+        assert stored, f"no transaction landed on {node.name}"
+
+
+async def test_a_call_mixing_two_shards_is_refused_by_the_client(store_url: str, client: Client) -> None:
+    cluster = cluster_of(store_url, client)
+    mine, other = gids_in_shard(1, 1)[0], gids_in_shard(200, 1)[0]
+    g, b, due, idx, exp = KEYS.of_trans(mine)
+    other_due = KEYS.due(KEYS.shard_of(other))
+    create_args: list[str | int] = [mine, T0, T0, "", 1, "status", "prepared"]
+    mixed = [g, b, other_due, idx, exp]
+
+    # redis-py 8.1 checks the slots only once it knows the cluster: the very first command of a fresh client goes
+    # out unchecked, and then it is the server that refuses it (CROSSSLOT). Either way nothing is written.
+    with pytest.raises((RedisClusterException, ClusterCrossSlotError)):
+        await CREATE(cluster, mixed, create_args)
+    # From then on the client refuses before sending: a script may only touch one slot. Had the keys not shared a
+    # tag, no script could touch a transaction's hash and its shard's due set atomically.
+    with pytest.raises(RedisClusterException, match="same key slot"):
+        await CREATE(cluster, mixed, create_args)
+    with pytest.raises(RedisClusterException, match="same key slot"):
+        await LOAD(cluster, [g, KEYS.branches(other)], [])
+
+    assert await cluster.exists(g, b, other_due, idx, exp) == 0
+    # The same script with keys of one tag goes through, even for two different gids of that shard.
+    neighbour = gids_in_shard(1, 2)[1]
+    assert await LOAD(cluster, [g, KEYS.branches(neighbour)], []) == []
+    assert tagged(await CREATE(cluster, [g, b, due, idx, exp], create_args)) == ["CREATED"]
