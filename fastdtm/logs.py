@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-import orjson
+from fastdtm.wire import encode_text
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,7 +21,7 @@ class JsonFormatter(logging.Formatter):
             entry["gid"] = gid
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry).decode()
+        return encode_text(entry)
 
 
 def configure(level: str) -> None:

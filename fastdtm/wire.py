@@ -1,8 +1,8 @@
 """JSON on the wire: decoding request bodies and encoding DTM's reply shapes (Go's omitempty rules).
 
-orjson is used here and nowhere else. Times go out as Go's RFC 3339 with the local offset and the
-fraction's trailing zeros dropped (``2025-01-02T10:11:12.123+08:00``, ``...Z`` in UTC); byte
-fields (`bin_data`) as standard base64.
+orjson is used here and nowhere else (stored records and log lines go through here too). Times go
+out as Go's RFC 3339 with the local offset and the fraction's trailing zeros dropped
+(``2025-01-02T10:11:12.123+08:00``, ``...Z`` in UTC); byte fields (`bin_data`) as standard base64.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from fastdtm.errors import BadRequest
+from fastdtm.errors import BadRequest, Invalid
 from fastdtm.models import Branch, Transaction
 
 
@@ -27,8 +27,30 @@ def decode_object(body: bytes) -> dict[str, Any]:
     return data
 
 
+def custom_data_object(text: str) -> dict[str, Any]:
+    """`custom_data` of saga and msg: empty, or the JSON text of an object."""
+    if not text:
+        return {}
+    try:
+        data = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise Invalid("custom_data must be a JSON object.") from None
+    if not isinstance(data, dict):
+        raise Invalid("custom_data must be a JSON object.")
+    return data
+
+
 def encode(value: Any) -> bytes:
     return orjson.dumps(value)
+
+
+def encode_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def decode(text: str | bytes) -> Any:
+    """JSON this server wrote itself (stored records): no validation needed."""
+    return orjson.loads(text)
 
 
 def go_time(ms: int) -> str:
@@ -60,7 +82,7 @@ def trans_json(trans: Transaction) -> dict[str, Any]:
     _put(out, "result", trans.result)
     _put(out, "rollback_reason", trans.rollback_reason)
     options = trans.options.to_json()
-    out["options"] = orjson.dumps(options).decode()
+    out["options"] = encode_text(options)
     _put(out, "custom_data", trans.custom_data)
     if trans.next_cron_interval_ms:
         out["next_cron_interval"] = trans.next_cron_interval_ms // 1000

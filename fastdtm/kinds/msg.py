@@ -11,25 +11,16 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import orjson
-
 from fastdtm.errors import Invalid
 from fastdtm.kinds.base import CHECK_BACK, Call, Round, Step, is_timed_out
 from fastdtm.models import Branch, TransRequest, check_http_url
 from fastdtm.states import BranchStatus, Op, Outcome, TransStatus
+from fastdtm.wire import custom_data_object
 
 
 def delay_seconds(custom_data: str) -> float:
     """`custom_data.delay`: seconds after creation before the branches may run."""
-    if not custom_data:
-        return 0.0
-    try:
-        data = orjson.loads(custom_data)
-    except orjson.JSONDecodeError:
-        raise Invalid("custom_data must be a JSON object.") from None
-    if not isinstance(data, dict):
-        raise Invalid("custom_data must be a JSON object.")
-    delay = data.get("delay") or 0
+    delay = custom_data_object(custom_data).get("delay") or 0
     if not isinstance(delay, int | float) or isinstance(delay, bool) or delay < 0:
         raise Invalid("custom_data.delay must be a number of seconds >= 0.")
     return float(delay)

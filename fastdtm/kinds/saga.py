@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
-
-import orjson
+from typing import ClassVar
 
 from fastdtm.errors import Invalid
 from fastdtm.kinds.base import Call, Round, Step, is_timed_out, timeout_reason
 from fastdtm.models import Branch, TransRequest, check_http_url
 from fastdtm.states import BranchStatus, Op, TransStatus
+from fastdtm.wire import custom_data_object
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,9 +29,7 @@ class SagaConfig:
 
     @classmethod
     def parse(cls, custom_data: str, steps: int) -> SagaConfig:
-        if not custom_data:
-            return cls()
-        data = _json_object(custom_data)
+        data = custom_data_object(custom_data)
         concurrent = data.get("concurrent") or False
         if not isinstance(concurrent, bool):
             raise Invalid("custom_data.concurrent must be a boolean.")
@@ -43,16 +40,6 @@ class SagaConfig:
     def dependents(self, step: int) -> list[int]:
         """Steps that wait for `step` going forward, so `step` is rolled back after them."""
         return [j for j, before in self.orders.items() if step in before]
-
-
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        data = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        raise Invalid("custom_data must be a JSON object.") from None
-    if not isinstance(data, dict):
-        raise Invalid("custom_data must be a JSON object.")
-    return data
 
 
 def _parse_orders(raw: object, steps: int) -> dict[int, tuple[int, ...]]:

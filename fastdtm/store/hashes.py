@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import orjson
-
+from fastdtm import wire
 from fastdtm.models import Branch, Options, Transaction
 from fastdtm.states import TERMINAL, BranchStatus, TransStatus, TransType
 from fastdtm.store.base import Change
@@ -37,7 +36,7 @@ def trans_fields(trans: Transaction) -> list[str]:
         "status",
         trans.status,
         "options",
-        orjson.dumps(trans.options.to_json()).decode(),
+        wire.encode_text(trans.options.to_json()),
     ]
     for name in _STR_FIELDS:
         if value := getattr(trans, name):
@@ -49,7 +48,7 @@ def trans_fields(trans: Transaction) -> list[str]:
 
 
 def branch_record(branch: Branch) -> str:
-    return orjson.dumps([branch.branch_id, branch.op, branch.url, branch.data, branch.create_ms]).decode()
+    return wire.encode_text([branch.branch_id, branch.op, branch.url, branch.data, branch.create_ms])
 
 
 def branch_progress(index: int, branch: Branch) -> tuple[str, str]:
@@ -83,7 +82,7 @@ def decode_trans(fields: Mapping[str, str]) -> Transaction:
         gid=fields["gid"],
         trans_type=TransType(fields["trans_type"]),
         status=TransStatus(fields["status"]),
-        options=Options.from_json(orjson.loads(fields.get("options") or "{}")),
+        options=Options.from_json(wire.decode(fields.get("options") or "{}")),
         custom_data=fields.get("custom_data", ""),
         query_prepared=fields.get("query_prepared", ""),
         protocol=fields.get("protocol", "http"),
@@ -96,7 +95,7 @@ def decode_trans(fields: Mapping[str, str]) -> Transaction:
 def decode_branches(fields: Mapping[str, str], records: Sequence[str]) -> list[Branch]:
     branches = []
     for i, record in enumerate(records):
-        branch_id, op, url, data, create_ms = orjson.loads(record)
+        branch_id, op, url, data, create_ms = wire.decode(record)
         branch = Branch(branch_id, op, url, data, create_ms, update_ms=create_ms)
         progress = fields.get(f"s{i}")
         if progress:
