@@ -14,11 +14,14 @@ from typing import TypedDict
 
 import aiohttp
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Mount
 
-from fastdtm import logs
-from fastdtm.api import dtmsvr, ops
+from fastdtm import __version__, logs
+from fastdtm.alerts import Alerter
+from fastdtm.api import dtmsvr, jsonrpc, kv as kv_api, ops
 from fastdtm.api.http import api_error, store_error
+from fastdtm.api.middleware import MetricsMiddleware
 from fastdtm.clock import SystemClock
 from fastdtm.config import Settings
 from fastdtm.cron import Cron
@@ -26,10 +29,13 @@ from fastdtm.engine import Engine
 from fastdtm.errors import ApiError, StoreError
 from fastdtm.invoker import Invoker
 from fastdtm.kinds.base import Policy
+from fastdtm.metrics import Metrics
 from fastdtm.service import Service
 from fastdtm.sharding import Keys
 from fastdtm.store.base import Store
+from fastdtm.store.kv import RedisKV
 from fastdtm.store.redis import RedisStore, connect
+from fastdtm.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +44,17 @@ class State(TypedDict):
     settings: Settings
     store: Store
     service: Service
+    kv: RedisKV
+    topics: Topics
+    metrics: Metrics
 
 
-def build_store(settings: Settings) -> Store:
+def build_store(settings: Settings, metrics: Metrics) -> tuple[RedisStore, RedisKV]:
     keys = Keys(settings.key_prefix, settings.shards)
-    return RedisStore(connect(settings.store), keys, int(settings.finished_data_expire * 1000))
+    client = connect(settings.store)
+    # One Redis client per process: the KV shares the store's, and store.close() closes it.
+    store = RedisStore(client, keys, int(settings.finished_data_expire * 1000), metrics)
+    return store, RedisKV(client, keys)
 
 
 async def _wait_for(store: Store, url: str) -> None:
@@ -60,21 +72,35 @@ async def _wait_for(store: Store, url: str) -> None:
 
 
 def create_app(settings: Settings) -> Starlette:
+    # Built before the lifespan: Starlette assembles the middleware (which needs it) on the first
+    # call, the lifespan's own. One app per process, so one Metrics per process.
+    metrics = Metrics(__version__)
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         log.info("fastdtm node %s starting on store %s", settings.node_id, settings.store)
-        store = build_store(settings)
+        store, kv = build_store(settings, metrics)
         await _wait_for(store, settings.store)
         clock = SystemClock()
+        topics = Topics(kv, clock)
         policy = Policy(int(settings.retry_interval * 1000), int(settings.timeout_to_fail * 1000))
         # One pooled session for every branch call of this process: keep-alive per branch host.
         connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
         session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-        engine = Engine(store, Invoker(session, settings.request_timeout), policy, clock)
-        cron = Cron(store, engine, settings, clock)
+        alerter = Alerter(session, settings.alert_webhook, settings.alert_retry_limit)
+        engine = Engine(store, Invoker(session, settings.request_timeout), policy, clock, metrics, alerter)
+        cron = Cron(store, engine, settings, clock, metrics)
         cron.start()
         try:
-            yield {"settings": settings, "store": store, "service": Service(store, engine, clock, policy)}
+            service = Service(store, engine, clock, policy, topics)
+            yield {
+                "settings": settings,
+                "store": store,
+                "service": service,
+                "kv": kv,
+                "topics": topics,
+                "metrics": metrics,
+            }
         finally:
             await cron.stop()
             await engine.close()
@@ -82,8 +108,13 @@ def create_app(settings: Settings) -> Starlette:
             await store.close()
             log.info("fastdtm node %s stopped", settings.node_id)
 
+    routes = [
+        Mount("/api/dtmsvr", routes=[*dtmsvr.routes, *kv_api.routes]),
+        Mount("/api", routes=[*ops.routes, *jsonrpc.routes]),
+    ]
     return Starlette(
-        routes=[Mount("/api/dtmsvr", routes=dtmsvr.routes), Mount("/api", routes=ops.routes)],
+        routes=routes,
+        middleware=[Middleware(MetricsMiddleware, metrics=metrics, routes=routes)],
         lifespan=lifespan,
         exception_handlers={ApiError: api_error, StoreError: store_error},
     )

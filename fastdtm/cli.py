@@ -32,6 +32,8 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
     "--key-prefix": ("key_prefix", str, "Redis key prefix (default fastdtm)"),
     "--finished-data-expire": ("finished_data_expire", float, "keep finished transactions, seconds (default 1 day)"),
     "--max-body-bytes": ("max_body_bytes", int, "largest accepted request body (default 1 MiB)"),
+    "--alert-webhook": ("alert_webhook", str, "URL POSTed to about branches that keep failing (default off)"),
+    "--alert-retry-limit": ("alert_retry_limit", int, "doublings of the retry interval before alerting (default 3)"),
     "--log-level": ("log_level", str, "debug, info, warning, error (default info)"),
 }
 

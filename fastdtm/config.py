@@ -25,6 +25,8 @@ _DTM_ENV_NAMES: Final[Mapping[str, str]] = {
     "request_timeout": "REQUEST_TIMEOUT",
     "cron_interval": "TRANS_CRON_INTERVAL",
     "finished_data_expire": "STORE_FINISHED_DATA_EXPIRE",
+    "alert_webhook": "ALERT_WEB_HOOK",
+    "alert_retry_limit": "ALERT_RETRY_LIMIT",
 }
 
 
@@ -63,6 +65,9 @@ class Settings:
     #: How many due transactions one claim takes from a shard, and how many run at once.
     claim_batch: int = 64
     cron_concurrency: int = 128
+    #: POSTed to when a branch's retry interval has doubled `alert_retry_limit` times ("" = off).
+    alert_webhook: str = ""
+    alert_retry_limit: int = 3
     node_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     log_level: str = "info"
 

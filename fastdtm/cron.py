@@ -16,12 +16,14 @@ import asyncio
 import hashlib
 import logging
 import secrets
+import time
 from collections.abc import Sequence
 
 from fastdtm.clock import Clock
 from fastdtm.config import Settings
 from fastdtm.engine import Engine
 from fastdtm.errors import LeaseLost, StoreError
+from fastdtm.metrics import Metrics
 from fastdtm.store.base import Store
 from fastdtm.ticker import Ticker
 
@@ -38,8 +40,9 @@ def rendezvous_owner(shard: int, nodes: Sequence[str]) -> str:
 
 
 class Cron:
-    def __init__(self, store: Store, engine: Engine, settings: Settings, clock: Clock) -> None:
+    def __init__(self, store: Store, engine: Engine, settings: Settings, clock: Clock, metrics: Metrics) -> None:
         self.store = store
+        self.metrics = metrics
         self.engine = engine
         self.settings = settings
         self.clock = clock
@@ -77,6 +80,7 @@ class Cron:
             except StoreError as exc:
                 log.warning("could not release shard %d: %s", shard, exc)
         self.owned.clear()
+        self.metrics.leases_held(0)
         try:
             await self.store.heartbeat(self.node_id, self.clock.now_ms(), 0)
         except StoreError as exc:
@@ -95,6 +99,7 @@ class Cron:
         for shard in sorted(mine - self.owned):
             if await self.store.acquire_lease(shard, self.lease, self._ttl_ms):
                 self.owned.add(shard)
+        self.metrics.leases_held(len(self.owned))
 
     async def renew(self) -> None:
         shards = sorted(self.owned)
@@ -103,6 +108,7 @@ class Cron:
             if not ok:
                 log.warning("lost the lease of shard %d", shard)
                 self.owned.discard(shard)
+        self.metrics.leases_held(len(self.owned))
 
     async def poll(self) -> None:
         """Claim due transactions of every owned shard, as many as there is room for."""
@@ -113,9 +119,11 @@ class Cron:
         until = now + int(self.settings.retry_interval * 1000)
         limit = min(room, self.settings.claim_batch)
         shards = sorted(self.owned)
+        started = time.perf_counter()
         claims = await asyncio.gather(
             *(self.store.claim_due(s, self.lease, now, limit, until) for s in shards), return_exceptions=True
         )
+        self.metrics.claimed(sum(len(c) for c in claims if isinstance(c, list)), time.perf_counter() - started)
         for shard, claim in zip(shards, claims, strict=True):
             if isinstance(claim, LeaseLost):
                 self.owned.discard(shard)
@@ -124,6 +132,7 @@ class Cron:
             else:
                 for gid in claim:
                     self._dispatch(gid)
+        self.metrics.leases_held(len(self.owned))
 
     def _dispatch(self, gid: str) -> None:
         task = asyncio.get_running_loop().create_task(self._advance(gid))

@@ -13,11 +13,13 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
+from fastdtm.alerts import Alerter, retry_count
 from fastdtm.clock import Clock
 from fastdtm.errors import Stale, StoreError, TransNotFound
 from fastdtm.invoker import CallResult, Invoker
 from fastdtm.kinds import kind_for
 from fastdtm.kinds.base import Call, Kind, Policy, Round, Step, branch_status_after, reset_interval_ms
+from fastdtm.metrics import Metrics
 from fastdtm.models import Branch, Transaction
 from fastdtm.states import TERMINAL, BranchStatus, Outcome, TransStatus
 from fastdtm.store.base import Change, Store
@@ -42,8 +44,18 @@ class _Schedule:
 
 
 class Engine:
-    def __init__(self, store: Store, invoker: Invoker, policy: Policy, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        invoker: Invoker,
+        policy: Policy,
+        clock: Clock,
+        metrics: Metrics,
+        alerter: Alerter | None = None,
+    ) -> None:
         self.store = store
+        self.metrics = metrics
+        self.alerter = alerter
         self.invoker = invoker
         self.policy = policy
         self.clock = clock
@@ -59,10 +71,16 @@ class Engine:
         if trans.gid in self._active:
             return RoundResult(trans, completed=False)
         self._active.add(trans.gid)
+        self.metrics.rounds_in_flight(len(self._active))
+        ok = False
         try:
-            return await _Runner(self, trans, branches).run()
+            result = await _Runner(self, trans, branches).run()
+            ok = result.completed and result.last_error is None  # DTM's: no error; ONGOING counts as fail
+            return result
         finally:
             self._active.discard(trans.gid)
+            self.metrics.rounds_in_flight(len(self._active))
+            self.metrics.round_done(trans.trans_type, ok, (self.clock.now_ms() - trans.create_ms) / 1000)
 
     def spawn(self, trans: Transaction, branches: list[Branch]) -> None:
         """Run a round in the background; a failure is logged and left to the cron."""
@@ -175,6 +193,9 @@ class _Runner:
 
     def _record(self, call: Call, result: CallResult) -> None:
         rnd = self.rnd
+        self.engine.metrics.branch_done(
+            rnd.trans.trans_type, call.branch_id, call.op, result.outcome is Outcome.SUCCESS
+        )
         rnd.outcomes[call.index] = result.outcome
         status = branch_status_after(self.kind, call, result.outcome)
         if status is not None:
@@ -187,6 +208,9 @@ class _Runner:
         if result.outcome is not Outcome.SUCCESS:
             self.last_error = result
             log.info("branch %s %s: %s", call.branch_id, call.op, result.detail, extra={"gid": rnd.trans.gid})
+            if self.engine.alerter is not None:
+                retries = retry_count(self.schedule.interval_ms, self.reset_ms)
+                self.engine.alerter.branch_failing(rnd.trans.gid, rnd.trans.status, call.url, result.detail, retries)
 
     def _reschedule(self, outcome: Outcome, *, moved: bool) -> None:
         """DTM's rule: progress resets the interval, ONGOING keeps it, any error doubles it."""

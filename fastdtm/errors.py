@@ -98,3 +98,7 @@ class TransNotFound(StoreError):
 
 class LeaseLost(StoreError):
     """This node no longer holds the shard lease it claimed with."""
+
+
+class Refused(StoreError):
+    """The store refused a write that contradicts what it holds (a duplicate branch, another type)."""

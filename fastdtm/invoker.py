@@ -54,12 +54,13 @@ class Invoker:
         timeout = trans.options.request_timeout or self.default_timeout
         headers = {"Content-Type": "application/json", **trans.options.branch_headers}
         url = branch_url(call.url, trans, call)
-        method = "POST" if call.data else "GET"
+        method = "POST" if call.data or call.post else "GET"
         try:
             async with self.session.request(
                 method,
                 url,
-                data=call.data.encode() if call.data else None,
+                # surrogateescape: a workflow input may be any bytes (see kinds/workflow.py).
+                data=call.data.encode("utf-8", "surrogateescape") if call.data else None,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout),
             ) as resp:

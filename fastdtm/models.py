@@ -20,6 +20,7 @@ from fastdtm.states import BranchStatus, TransStatus, TransType
 #: DTM strips `\n`, `\r` and `;` from gids; we refuse anything that is not printable ASCII, and
 #: bound the length as DTM's SQL schema does (128).
 GID_PATTERN: Final = re.compile(r"[!-:<-~]{1,128}")
+BRANCH_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_\-]{1,128}")
 #: A transaction's step count is bounded: a saga of thousands of steps is a mistake, not a use.
 MAX_STEPS: Final = 1000
 
@@ -126,6 +127,8 @@ class TransRequest:
     protocol: str = "http"
     rollback_reason: str = ""
     options: Options = field(default_factory=Options)
+    #: Workflow submit: the final `status`, `rollback_reason` and `result` (base64).
+    req_extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> TransRequest:
@@ -146,6 +149,7 @@ class TransRequest:
             protocol=protocol,
             rollback_reason=fields.text("rollback_reason"),
             options=Options.from_json(data),
+            req_extra=fields.str_map("req_extra"),
         )
 
     def payload(self, i: int) -> str:
@@ -157,11 +161,15 @@ class TransRequest:
         raise Invalid(f"steps[{i}] has no payload: send one entry in 'payloads' per step.")
 
     def trans_type_enum(self) -> TransType:
-        try:
-            return TransType(self.trans_type)
-        except ValueError:
-            known = ", ".join(t.value for t in TransType)
-            raise Invalid(f"unknown trans_type '{self.trans_type}'; expected one of: {known}.") from None
+        return parse_trans_type(self.trans_type)
+
+
+def parse_trans_type(value: str) -> TransType:
+    try:
+        return TransType(value)
+    except ValueError:
+        known = ", ".join(t.value for t in TransType)
+        raise Invalid(f"unknown trans_type '{value}'; expected one of: {known}.") from None
 
 
 def parse_gid(gid: str) -> str:
@@ -252,3 +260,29 @@ def _type_name(value: object) -> str:
     return {bool: "boolean", int: "number", float: "number", str: "string", list: "array", dict: "object"}.get(
         type(value), type(value).__name__
     )
+
+
+@dataclass(frozen=True, slots=True)
+class BranchRequest:
+    """The body of registerBranch: a flat object of strings (DTM binds it to map[string]string)."""
+
+    gid: str
+    trans_type: str
+    branch_id: str
+    fields: Mapping[str, str]
+
+    @classmethod
+    def parse(cls, data: Mapping[str, Any]) -> BranchRequest:
+        for key, value in data.items():
+            if not isinstance(value, str):
+                raise Invalid(f"field '{key}' must be a string, got {_type_name(value)}: registerBranch takes strings.")
+        branch_id = data.get("branch_id", "")
+        if not BRANCH_ID_PATTERN.fullmatch(branch_id):
+            raise Invalid(f"branch_id {branch_id[:140]!r} is invalid: 1-128 letters, digits, '-' or '_'.")
+        return cls(parse_gid(data.get("gid", "")), data.get("trans_type", ""), branch_id, data)
+
+    def url(self, key: str, *, required: bool) -> str:
+        url = self.fields.get(key, "")
+        if url or required:
+            check_http_url(url, key)
+        return url

@@ -1,20 +1,25 @@
-"""The use cases behind DTM's endpoints: prepare, submit, abort, forceStop, query, list, ...
+"""The use cases behind DTM's endpoints: prepare, submit, abort, registerBranch, forceStop, query, ...
 
-Protocol-free: handlers decode a request into values, call one method here, and encode what comes
-back. Every check happens before the first write, so a refused request changes nothing.
+Protocol-free: handlers (HTTP, JSON-RPC) decode a request into values, call one method here, and
+encode what comes back. Every check happens before the first write, so a refused request changes
+nothing.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from fastdtm.clock import Clock
 from fastdtm.engine import Engine, RoundResult
-from fastdtm.errors import Conflict, Invalid, NotFound, Ongoing, ServerError, Stale, TransNotFound
+from fastdtm.errors import Conflict, Invalid, NotFound, Ongoing, Refused, ServerError, Stale, TransNotFound
 from fastdtm.kinds import kind_for
-from fastdtm.kinds.base import Policy, reset_interval_ms
-from fastdtm.models import Branch, Transaction, TransRequest
+from fastdtm.kinds.base import Policy, Topics, reset_interval_ms
+from fastdtm.kinds.msg import topic_name
+from fastdtm.kinds.workflow import FINAL
+from fastdtm.models import Branch, BranchRequest, Transaction, TransRequest, parse_trans_type
 from fastdtm.states import TERMINAL, Outcome, TransStatus, TransType
 from fastdtm.store.base import Change, ListPage, ListQuery, Store
 
@@ -31,17 +36,28 @@ def new_gid() -> str:
     return "".join(digits)
 
 
+class Subscribers(Protocol):
+    """Where msg topics are resolved (topics.Topics)."""
+
+    async def subscribers(self, topic: str) -> Sequence[str]: ...
+
+
+def _missing(gid: str) -> NotFound:
+    return NotFound(f"no transaction with gid '{gid}'.")
+
+
 @dataclass(frozen=True, slots=True)
 class Service:
     store: Store
     engine: Engine
     clock: Clock
     policy: Policy
+    topics: Subscribers
 
-    def _new(self, req: TransRequest, status: TransStatus) -> tuple[Transaction, list[Branch]]:
+    async def _new(self, req: TransRequest, status: TransStatus) -> tuple[Transaction, list[Branch]]:
         trans_type = req.trans_type_enum()
         now = self.clock.now_ms()
-        branches = kind_for(trans_type).build(req, now)
+        branches = kind_for(trans_type).build(req, now, await self._topics(req))
         interval = reset_interval_ms(req.options, self.policy)
         trans = Transaction(
             gid=req.gid,
@@ -58,30 +74,52 @@ class Service:
         )
         return trans, branches
 
+    async def _topics(self, req: TransRequest) -> Topics:
+        if req.trans_type != TransType.MSG:
+            return {}
+        names = {name for step in req.steps if (name := topic_name(step.get("action", ""))) is not None}
+        return {name: await self.topics.subscribers(name) for name in names}
+
     async def prepare(self, req: TransRequest) -> None:
-        trans, branches = self._new(req, TransStatus.PREPARED)
-        if trans.trans_type is TransType.MSG and not trans.query_prepared:
-            # Without a check-back URL a prepared msg whose AP died could never be decided.
-            raise Invalid("a msg prepare needs query_prepared, the URL to check the local transaction.")
+        trans, branches = await self._new(req, TransStatus.PREPARED)
+        _check_prepare(trans)
         existing = await self.store.create(trans, branches)
         if existing not in (None, TransStatus.PREPARED):
             raise Conflict(f"current status '{existing}', cannot prepare.")
 
+    async def prepare_workflow(self, req: TransRequest) -> tuple[Transaction, list[Branch]]:
+        """Start a workflow, or return it as stored (with its progress) if the gid is known."""
+        trans, branches = await self._new(req, TransStatus.PREPARED)
+        _check_prepare(trans)
+        if await self.store.create(trans, branches) is None:
+            return trans, branches
+        return await self._load(req.gid)
+
     async def submit(self, req: TransRequest) -> None:
-        trans, branches = self._new(req, TransStatus.SUBMITTED)
+        if req.trans_type == TransType.WORKFLOW:
+            await self._finish_workflow(req)
+            return
+        trans, branches = await self._new(req, TransStatus.SUBMITTED)
         existing = await self.store.create(trans, branches)
         if existing is not None:
             trans, branches = await self._resubmit(req, existing)
-        if not req.options.wait_result:
+        await self._process(trans, branches, wait=req.options.wait_result or trans.options.wait_result)
+
+    async def _process(self, trans: Transaction, branches: list[Branch], *, wait: bool) -> None:
+        if not wait:
             self.engine.spawn(trans, branches)
             return
         result = await self.engine.run(trans, branches)
         # A round that lost a race (another node, forceStop) reports what the store now says.
-        status = result.trans.status if result.completed else await self._status(trans.gid)
+        status = result.trans.status if result.completed else (await self._load(trans.gid))[0].status
         _report(result, status)
 
     async def _resubmit(self, req: TransRequest, existing: TransStatus) -> tuple[Transaction, list[Branch]]:
-        """Submit of a known gid: promote a prepared one, re-drive a submitted one, refuse others."""
+        """Submit of a known gid: promote a prepared one, re-drive a submitted one, refuse others.
+
+        Re-driving uses the stored branches, never a list rebuilt from the request: DTM rebuilds it,
+        and for tcc/xa an empty list then reads as "all confirmed" (its quirk 1).
+        """
         if existing is TransStatus.PREPARED:
             now = self.clock.now_ms()
             interval = reset_interval_ms(req.options, self.policy)
@@ -103,23 +141,55 @@ class Service:
                 existing = TransStatus(exc.current)
         if existing not in (TransStatus.PREPARED, TransStatus.SUBMITTED):
             raise Conflict(f"current status '{existing}', cannot submit.")
-        loaded = await self.store.load(req.gid)
-        if loaded is None:
-            raise NotFound(f"no transaction with gid '{req.gid}'.")
-        return loaded
+        return await self._load(req.gid)
 
-    async def _status(self, gid: str) -> TransStatus:
-        loaded = await self.store.load(gid)
-        if loaded is None:
-            raise NotFound(f"no transaction with gid '{gid}'.")
-        return loaded[0].status
+    async def _finish_workflow(self, req: TransRequest) -> None:
+        """The workflow client's own verdict: prepared -> req_extra.status, keeping every other field."""
+        status = FINAL.get(req.req_extra.get("status", ""))
+        if status is None:
+            raise Conflict("a workflow submit needs req_extra.status 'succeed' or 'failed'.")
+        fields = {"result": result} if (result := req.req_extra.get("result")) else {}
+        change = Change(
+            req.gid,
+            TransStatus.PREPARED,
+            status,
+            self.clock.now_ms(),
+            rollback_reason=req.req_extra.get("rollback_reason", ""),
+            fields=fields,
+        )
+        try:
+            await self.store.transition(change)
+        except Stale as exc:
+            raise Conflict(f"current status '{exc.current}', cannot submit.") from None
+        except TransNotFound:
+            raise _missing(req.gid) from None
+
+    async def register_branch(self, req: BranchRequest) -> None:
+        kind = kind_for(parse_trans_type(req.trans_type))
+        now = self.clock.now_ms()
+        branches = kind.register(req, now)
+        try:
+            await self.store.register_branches(req.gid, req.trans_type, branches, now)
+        except (TransNotFound, Stale):
+            raise Conflict(f"no trans with gid: {req.gid} status: prepared found") from None
+        except Refused as exc:
+            raise Conflict(f"{exc}: UniqueKeyConflict") from None
 
     async def abort(self, req: TransRequest) -> None:
-        trans, _ = await self._load(req.gid)
+        trans, branches = await self._load(req.gid)
         if trans.trans_type is TransType.MSG and trans.status is TransStatus.PREPARED:
             await self._change(trans, TransStatus.FAILED, req.rollback_reason)
             return
-        raise Conflict(f"trans type: '{trans.trans_type}' current status '{trans.status}', cannot abort.")
+        abortable = (TransStatus.PREPARED, TransStatus.ABORTING)
+        if trans.trans_type not in (TransType.TCC, TransType.XA) or trans.status not in abortable:
+            raise Conflict(f"trans type: '{trans.trans_type}' current status '{trans.status}', cannot abort.")
+        if trans.status is TransStatus.PREPARED:
+            try:
+                await self._change(trans, TransStatus.ABORTING, req.rollback_reason)
+            except Stale as exc:
+                raise Conflict(f"current status '{exc.current}', cannot abort.") from None
+            trans = trans.with_status(TransStatus.ABORTING, self.clock.now_ms(), req.rollback_reason)
+        await self._process(trans, branches, wait=trans.options.wait_result)
 
     async def force_stop(self, gid: str) -> None:
         """Operators' tool: fail an unfinished transaction now, without compensation."""
@@ -139,7 +209,13 @@ class Service:
         try:
             await self.store.touch(gid, now, now)
         except TransNotFound:
-            raise NotFound(f"no transaction with gid '{gid}'.") from None
+            raise _missing(gid) from None
+
+    async def reset_cron_time(self, timeout_s: int | None, limit: int) -> tuple[int, bool]:
+        """Operators' tool: transactions scheduled more than `timeout` ahead run now."""
+        now = self.clock.now_ms()
+        ahead_ms = timeout_s * 1000 if timeout_s is not None else 3 * self.policy.timeout_to_fail_ms
+        return await self.store.reset_cron(now + ahead_ms, now, limit)
 
     async def query(self, gid: str) -> tuple[Transaction, list[Branch]] | None:
         return await self.store.load(gid)
@@ -150,12 +226,20 @@ class Service:
     async def _load(self, gid: str) -> tuple[Transaction, list[Branch]]:
         loaded = await self.store.load(gid)
         if loaded is None:
-            raise NotFound(f"no transaction with gid '{gid}'.")
+            raise _missing(gid)
         return loaded
 
     async def _change(self, trans: Transaction, status: TransStatus, reason: str) -> None:
-        change = Change(trans.gid, trans.status, status, self.clock.now_ms(), rollback_reason=reason)
+        now = self.clock.now_ms()
+        next_cron = now + trans.next_cron_interval_ms if status not in TERMINAL else None
+        change = Change(trans.gid, trans.status, status, now, rollback_reason=reason, next_cron_ms=next_cron)
         await self.store.transition(change)
+
+
+def _check_prepare(trans: Transaction) -> None:
+    if trans.trans_type is TransType.MSG and not trans.query_prepared:
+        # Without a check-back URL a prepared msg whose app died could never be decided.
+        raise Invalid("a msg prepare needs query_prepared, the URL to check the local transaction.")
 
 
 def _report(result: RoundResult, stored: TransStatus) -> None:

@@ -22,10 +22,22 @@ key                                   type         content
                                                    the cron drops those from ``idx``
 ``<prefix>:{t}:lease``                string       the shard's cron lease ``<node_id> <token>``
 ``<prefix>:nodes``                    sorted set   node_id -> heartbeat expiry (ms); not sharded
+``<prefix>:{KV}:kv:<cat>:<k>``        hash         one KV entry (topics: ``cat`` = ``topics``):
+                                                   ``v``, ``version``, ``create_time``,
+                                                   ``update_time`` (ms)
+``<prefix>:{KV}:kvidx:<cat>``         sorted set   the category's keys ``k``, all score 0, so
+                                                   ``ZRANGEBYLEX`` scans them in order
 ====================================  ===========  ===============================================
 
 Finished transactions leave ``due`` and their ``g``/``b`` keys get a TTL; unfinished ones never
 expire (a transaction is never lost).
+
+The KV store (DTM's ``kv`` table; it holds the msg topics) is one shard of its own, tag ``{KV}``: its
+volume is tiny (a few writes per subscription change, one read per topic per msg), and every KV
+script touches an entry and its category's index together, so both must share a slot. The tag is
+outside the shard tags' alphabet, so no shard count can ever give a transaction shard the same tag.
+KV entries never expire. ``cat`` must not contain ``:`` (``kv:a:b:c`` would be both ``a``/``b:c``
+and ``a:b``/``c``); ``k`` is the last part of the name and may hold anything.
 """
 
 from __future__ import annotations
@@ -39,6 +51,8 @@ from redis.crc import key_slot
 
 SLOTS = 16384
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
+#: The KV shard's tag: upper case is outside `_ALPHABET`, so it can never be a transaction shard's tag.
+KV_TAG = "KV"
 
 
 def _candidates() -> itertools.chain[str]:
@@ -101,6 +115,16 @@ class Keys:
 
     def nodes(self) -> str:
         return f"{self.prefix}:nodes"
+
+    def kv_tag(self) -> str:
+        """The hash tag of the KV shard: one slot for all KV data (see the module docstring)."""
+        return KV_TAG
+
+    def kv(self, cat: str, k: str) -> str:
+        return f"{self.prefix}:{{{KV_TAG}}}:kv:{cat}:{k}"
+
+    def kv_index(self, cat: str) -> str:
+        return f"{self.prefix}:{{{KV_TAG}}}:kvidx:{cat}"
 
     def of_trans(self, gid: str) -> tuple[str, str, str, str, str]:
         """The keys every per-transaction script takes, in its KEYS order: g, b, due, idx, exp."""

@@ -9,7 +9,7 @@ from starlette.routing import Route
 from fastdtm import __version__, wire
 from fastdtm.api.http import json_response, read_object, success
 from fastdtm.errors import BadRequest, Invalid
-from fastdtm.models import TransRequest, parse_gid
+from fastdtm.models import BranchRequest, TransRequest, parse_gid
 from fastdtm.service import Service, new_gid
 from fastdtm.store.base import ListQuery
 
@@ -54,6 +54,28 @@ async def force_stop(request: Request) -> Response:
 async def reset_next_cron_time(request: Request) -> Response:
     await _service(request).reset_next_cron_time((await _trans_request(request)).gid)
     return success()
+
+
+async def register_branch(request: Request) -> Response:
+    await _service(request).register_branch(BranchRequest.parse(await read_object(request)))
+    return success()
+
+
+async def prepare_workflow(request: Request) -> Response:
+    trans, branches = await _service(request).prepare_workflow(await _trans_request(request))
+    return json_response(
+        {"transaction": wire.trans_json(trans), "progresses": [wire.branch_json(trans.gid, b) for b in branches]}
+    )
+
+
+async def reset_cron_time(request: Request) -> Response:
+    params = request.query_params
+    timeout = params.get("timeout")
+    moved, more = await _service(request).reset_cron_time(
+        _int_param(timeout, "timeout", default=0) if timeout else None,
+        _int_param(params.get("limit"), "limit", default=100, low=1, high=100_000),
+    )
+    return json_response({"has_remaining": more, "succeed_count": moved})
 
 
 async def query(request: Request) -> Response:
@@ -106,6 +128,12 @@ routes = [
     Route("/abort", abort, methods=["POST"]),
     Route("/forceStop", force_stop, methods=["POST"]),
     Route("/resetNextCronTime", reset_next_cron_time, methods=["POST"]),
+    Route("/registerBranch", register_branch, methods=["POST"]),
+    # Old SDK names (the Node and PHP SDKs still call registerTccBranch).
+    Route("/registerTccBranch", register_branch, methods=["POST"]),
+    Route("/registerXaBranch", register_branch, methods=["POST"]),
+    Route("/prepareWorkflow", prepare_workflow, methods=["POST"]),
+    Route("/resetCronTime", reset_cron_time, methods=["GET", "POST"]),
     Route("/query", query, methods=["GET"]),
     Route("/all", all_transactions, methods=["GET"]),
 ]

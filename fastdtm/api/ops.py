@@ -1,4 +1,4 @@
-"""Operational endpoints: DTM's `/api/ping`, and liveness / readiness for Kubernetes."""
+"""Operational endpoints: DTM's `/api/ping` and `/api/metrics`, and liveness / readiness for Kubernetes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from starlette.routing import Route
 
 from fastdtm.api.http import json_response
 from fastdtm.errors import StoreError
+from fastdtm.metrics import Metrics
 from fastdtm.store.base import Store
 
 
@@ -30,8 +31,19 @@ async def ready(request: Request) -> Response:
     return json_response({"status": "ready"})
 
 
+async def metrics(request: Request) -> Response:
+    """This process's counters for Prometheus; with several workers, each worker answers for itself.
+
+    Async on purpose: a sync handler would run in a thread and read the counters while the loop updates them.
+    """
+    registry: Metrics = request.state.metrics
+    body, content_type = registry.render()
+    return Response(body, media_type=content_type)
+
+
 routes = [
     Route("/ping", ping, methods=["GET", "POST", "HEAD", "PUT"]),
     Route("/live", live, methods=["GET", "HEAD"]),
     Route("/ready", ready, methods=["GET", "HEAD"]),
+    Route("/metrics", metrics, methods=["GET", "HEAD"]),
 ]

@@ -9,9 +9,18 @@ from fastdtm.errors import Invalid
 from fastdtm.kinds.base import Kind
 from fastdtm.kinds.msg import Msg
 from fastdtm.kinds.saga import Saga
+from fastdtm.kinds.tcc import Tcc
+from fastdtm.kinds.workflow import Workflow
+from fastdtm.kinds.xa import Xa
 from fastdtm.states import TransType
 
-KINDS: Final[Mapping[TransType, Kind]] = {TransType.SAGA: Saga(), TransType.MSG: Msg()}
+KINDS: Final[Mapping[TransType, Kind]] = {
+    TransType.SAGA: Saga(),
+    TransType.MSG: Msg(),
+    TransType.TCC: Tcc(),
+    TransType.XA: Xa(),
+    TransType.WORKFLOW: Workflow(),
+}
 
 
 def kind_for(trans_type: TransType) -> Kind:

@@ -7,12 +7,16 @@ the I/O and asks again after every result. Nothing here touches the network, the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Final, Protocol
+from typing import ClassVar, Final, Protocol, TypeAlias
 
-from fastdtm.models import Branch, Options, Transaction, TransRequest
+from fastdtm.errors import Invalid
+from fastdtm.models import Branch, BranchRequest, Options, Transaction, TransRequest
 from fastdtm.states import BranchStatus, Outcome, TransStatus
+
+#: Subscribers of the topics a request names (topic -> branch URLs), resolved before `build`.
+Topics: TypeAlias = Mapping[str, Sequence[str]]
 
 #: Index of a call that is not a stored branch (the msg check-back, the workflow resume callback).
 CHECK_BACK: Final = -1
@@ -35,10 +39,12 @@ class Call:
     op: str
     url: str
     data: str
+    #: POST even without a body (XA's phase two); otherwise POST only when there is a body.
+    post: bool = False
 
     @classmethod
-    def of(cls, index: int, branch: Branch) -> Call:
-        return cls(index, branch.branch_id, branch.op, branch.url, branch.data)
+    def of(cls, index: int, branch: Branch, *, post: bool = False) -> Call:
+        return cls(index, branch.branch_id, branch.op, branch.url, branch.data, post)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +89,12 @@ class Kind(Protocol):
     #: is retried like any error.
     failure_ends: ClassVar[frozenset[str]]
 
-    def build(self, request: TransRequest, now_ms: int) -> list[Branch]:
+    def build(self, request: TransRequest, now_ms: int, topics: Topics) -> list[Branch]:
         """Validate a prepare/submit request of this kind and build its branch records."""
+        ...
+
+    def register(self, request: BranchRequest, now_ms: int) -> list[Branch]:
+        """Validate a registerBranch request of this kind and build the records to append."""
         ...
 
     def step(self, rnd: Round) -> Step:
@@ -127,3 +137,29 @@ def branch_status_after(kind: Kind, call: Call, outcome: Outcome) -> BranchStatu
     if outcome is Outcome.FAILURE and call.op in kind.failure_ends:
         return BranchStatus.FAILED
     return None
+
+
+class NoRegistration:
+    """Kinds whose branches all come with the transaction (saga, msg) refuse registerBranch."""
+
+    def register(self, request: BranchRequest, now_ms: int) -> list[Branch]:
+        raise Invalid(f"registerBranch is for tcc, xa and workflow transactions, not '{request.trans_type}'.")
+
+
+class NoSteps:
+    """Kinds whose branches are registered one by one (tcc, xa, workflow) build none up front."""
+
+    def build(self, request: TransRequest, now_ms: int, topics: Topics) -> list[Branch]:
+        return []
+
+
+def phase_two(rnd: Round, op: str, order: Sequence[int], *, post: bool = False) -> Step:
+    """TCC/XA second phase: call every prepared record of `op` one at a time in `order`; stop at the
+    first that does not succeed (the cron retries it); when none is left, the phase is done."""
+    pending = [i for i in order if rnd.branches[i].op == op and rnd.branches[i].status is BranchStatus.PREPARED]
+    if not pending:
+        done = TransStatus.SUCCEED if rnd.trans.status is TransStatus.SUBMITTED else TransStatus.FAILED
+        return Step(status=done)
+    if rnd.running or any(o is not Outcome.SUCCESS for o in rnd.outcomes.values()):
+        return Step()
+    return Step(start=(Call.of(pending[0], rnd.branches[pending[0]], post=post),))

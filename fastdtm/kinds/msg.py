@@ -9,13 +9,15 @@ retried until they succeed: a FAILURE from a msg branch is not terminal (referen
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from fastdtm.errors import Invalid
-from fastdtm.kinds.base import CHECK_BACK, Call, Round, Step, is_timed_out
+from fastdtm.kinds.base import CHECK_BACK, Call, NoRegistration, Round, Step, Topics, is_timed_out
 from fastdtm.models import Branch, TransRequest, check_http_url
 from fastdtm.states import BranchStatus, Op, Outcome, TransStatus
 from fastdtm.wire import custom_data_object
+
+TOPIC_SCHEME: Final = "topic://"
 
 
 def delay_seconds(custom_data: str) -> float:
@@ -26,18 +28,34 @@ def delay_seconds(custom_data: str) -> float:
     return float(delay)
 
 
-class Msg:
+def topic_name(url: str) -> str | None:
+    """`topic://<name>` names a topic; anything else is a branch URL."""
+    return url[len(TOPIC_SCHEME) :] if url.startswith(TOPIC_SCHEME) else None
+
+
+class Msg(NoRegistration):
     failure_ends: ClassVar[frozenset[str]] = frozenset()
 
-    def build(self, request: TransRequest, now_ms: int) -> list[Branch]:
+    def build(self, request: TransRequest, now_ms: int, topics: Topics) -> list[Branch]:
         delay_seconds(request.custom_data)
         if request.query_prepared:
             check_http_url(request.query_prepared, "query_prepared")
         branches = []
         for i, step in enumerate(request.steps):
             url = step.get(Op.ACTION, "")
-            check_http_url(url, f"steps[{i}].action")
-            branches.append(Branch(f"{i + 1:02d}", Op.ACTION, url, request.payload(i), now_ms))
+            branch_id = f"{i + 1:02d}"
+            topic = topic_name(url)
+            if topic is None:
+                check_http_url(url, f"steps[{i}].action")
+                branches.append(Branch(branch_id, Op.ACTION, url, request.payload(i), now_ms))
+                continue
+            # A topic fans out to its subscribers as they are now: 01-01, 01-02, ... (01 if just one).
+            urls = topics.get(topic) or []
+            if not urls:
+                raise Invalid(f"topic not found: no subscriber for topic '{topic}'.")
+            for j, sub in enumerate(urls):
+                sub_id = branch_id if len(urls) == 1 else f"{branch_id}-{j + 1:02d}"
+                branches.append(Branch(sub_id, Op.ACTION, sub, request.payload(i), now_ms))
         return branches
 
     def step(self, rnd: Round) -> Step:

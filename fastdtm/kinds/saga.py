@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from fastdtm.errors import Invalid
-from fastdtm.kinds.base import Call, Round, Step, is_timed_out, timeout_reason
+from fastdtm.kinds.base import Call, NoRegistration, Round, Step, Topics, is_timed_out, timeout_reason
 from fastdtm.models import Branch, TransRequest, check_http_url
 from fastdtm.states import BranchStatus, Op, TransStatus
 from fastdtm.wire import custom_data_object
@@ -72,10 +72,10 @@ def _check_acyclic(orders: Mapping[int, tuple[int, ...]]) -> None:
         visit(step, ())
 
 
-class Saga:
+class Saga(NoRegistration):
     failure_ends: ClassVar[frozenset[str]] = frozenset({Op.ACTION})
 
-    def build(self, request: TransRequest, now_ms: int) -> list[Branch]:
+    def build(self, request: TransRequest, now_ms: int, topics: Topics) -> list[Branch]:
         steps = request.steps
         SagaConfig.parse(request.custom_data, len(steps))
         branches: list[Branch] = []

@@ -17,5 +17,5 @@ if not redis.call('ZSCORE', KEYS[2], gid) then
   return {'FINISHED', status}
 end
 redis.call('ZADD', KEYS[2], next_cron_ms, gid)
-redis.call('HSET', KEYS[1], 'next_cron_time', next_cron_ms, 'update_time', now_ms)
+redis.call('HSET', KEYS[1], 'update_time', now_ms)
 return {'OK', status}

@@ -63,8 +63,16 @@ class Store(Protocol):
         """Apply a change if the status is still `change.expected`; raises Stale / TransNotFound."""
         ...
 
+    async def register_branches(self, gid: str, trans_type: str, branches: Sequence[Branch], now_ms: int) -> None:
+        """Append branches while the transaction is prepared; raises TransNotFound, Stale, Refused."""
+        ...
+
     async def touch(self, gid: str, next_cron_ms: int, now_ms: int) -> TransStatus:
         """Reschedule an unfinished transaction; returns its status. Raises TransNotFound."""
+        ...
+
+    async def reset_cron(self, threshold_ms: int, now_ms: int, limit: int) -> tuple[int, bool]:
+        """Schedule at `now_ms` up to `limit` transactions due after `threshold_ms`: (moved, some left)."""
         ...
 
     async def forget(self, gid: str) -> None:

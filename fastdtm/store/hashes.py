@@ -21,7 +21,6 @@ _INT_FIELDS = {
     "finish_time": "finish_ms",
     "rollback_time": "rollback_ms",
     "next_cron_interval": "next_cron_interval_ms",
-    "next_cron_time": "next_cron_ms",
 }
 _STR_FIELDS = ("custom_data", "query_prepared", "protocol", "rollback_reason", "result")
 
@@ -64,11 +63,8 @@ def change_fields(change: Change) -> list[str]:
         out += ["rollback_time", str(change.now_ms)]
     if change.rollback_reason:
         out += ["rollback_reason", change.rollback_reason]
-    if change.status not in TERMINAL:
-        if change.next_cron_ms is not None:
-            out += ["next_cron_time", str(change.next_cron_ms)]
-        if change.interval_ms is not None:
-            out += ["next_cron_interval", str(change.interval_ms)]
+    if change.status not in TERMINAL and change.interval_ms is not None:
+        out += ["next_cron_interval", str(change.interval_ms)]
     for index, branch in change.branches.items():
         out += branch_progress(index, branch)
     for name, value in change.fields.items():
@@ -76,8 +72,10 @@ def change_fields(change: Change) -> list[str]:
     return out
 
 
-def decode_trans(fields: Mapping[str, str]) -> Transaction:
+def decode_trans(fields: Mapping[str, str], next_cron_ms: str = "") -> Transaction:
+    """A transaction from its hash; its schedule comes from the due index (absent once finished)."""
     ints = {attr: int(fields.get(name) or 0) for name, attr in _INT_FIELDS.items()}
+    ints["next_cron_ms"] = int(float(next_cron_ms)) if next_cron_ms else 0
     return Transaction(
         gid=fields["gid"],
         trans_type=TransType(fields["trans_type"]),
@@ -107,3 +105,8 @@ def decode_branches(fields: Mapping[str, str], records: Sequence[str]) -> list[B
 
 def pairs(flat: Sequence[str]) -> dict[str, str]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def unique_field(branch: Branch) -> str:
+    """The hash field marking that (branch_id, op) is registered (register_branch refuses repeats)."""
+    return f"u:{branch.branch_id}:{branch.op}"

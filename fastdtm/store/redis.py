@@ -19,7 +19,8 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
-from fastdtm.errors import Invalid, LeaseLost, Stale, StoreUnavailable, TransNotFound
+from fastdtm.errors import Invalid, LeaseLost, Refused, Stale, StoreUnavailable, TransNotFound
+from fastdtm.metrics import Metrics
 from fastdtm.models import Branch, Transaction
 from fastdtm.sharding import Keys
 from fastdtm.states import TERMINAL, TransStatus
@@ -36,6 +37,8 @@ SCRIPTS: Final = (
     "claim_due",
     "lease_renew",
     "lease_release",
+    "register_branch",
+    "reset_cron",
 )
 
 
@@ -85,14 +88,17 @@ async def _mapped() -> AsyncIterator[None]:
 
 
 class RedisStore:
-    def __init__(self, client: Client, keys: Keys, finished_ttl_ms: int) -> None:
+    def __init__(self, client: Client, keys: Keys, finished_ttl_ms: int, metrics: Metrics | None = None) -> None:
         self.client = client
+        self.metrics = metrics
         self.keys = keys
         self.shards = keys.shards
         self.finished_ttl_ms = finished_ttl_ms
         self._scripts = {name: Script(name) for name in SCRIPTS}
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        if self.metrics is not None:
+            self.metrics.store_call(name)
         async with _mapped():
             return await self._scripts[name](self.client, keys, args)
 
@@ -116,12 +122,12 @@ class RedisStore:
         return None if reply[0] == "CREATED" else TransStatus(reply[1])
 
     async def load(self, gid: str) -> tuple[Transaction, list[Branch]] | None:
-        g, b, *_ = self.keys.of_trans(gid)
-        reply = await self._run("load", [g, b], [])
+        g, b, due, _, _ = self.keys.of_trans(gid)
+        reply = await self._run("load", [g, b, due], [gid])
         if not reply:
             return None
         fields = hashes.pairs(reply[0])
-        return hashes.decode_trans(fields), hashes.decode_branches(fields, reply[1])
+        return hashes.decode_trans(fields, reply[2]), hashes.decode_branches(fields, reply[1])
 
     async def transition(self, change: Change) -> None:
         g, b, due, _, exp = self.keys.of_trans(change.gid)
@@ -138,12 +144,37 @@ class RedisStore:
         if reply[0] == "NOT_FOUND":
             raise TransNotFound(change.gid)
 
+    async def register_branches(self, gid: str, trans_type: str, branches: Sequence[Branch], now_ms: int) -> None:
+        g, b, *_ = self.keys.of_trans(gid)
+        args: list[str | int] = [now_ms, trans_type]
+        for branch in branches:
+            args += [hashes.branch_record(branch), hashes.unique_field(branch), branch.status]
+        reply = await self._run("register_branch", [g, b], args)
+        tag = reply[0]
+        if tag == "NOT_FOUND":
+            raise TransNotFound(gid)
+        if tag == "NOT_PREPARED":
+            raise Stale(reply[1])
+        if tag == "WRONG_TYPE":
+            raise Refused(f"transaction '{gid}' is a {reply[1]}, not a {trans_type}")
+        if tag == "DUPLICATE":
+            raise Refused(f"branch {reply[1].removeprefix('u:')} of '{gid}' is already registered")
+
     async def touch(self, gid: str, next_cron_ms: int, now_ms: int) -> TransStatus:
         g, _, due, _, _ = self.keys.of_trans(gid)
         reply = await self._run("touch", [g, due], [gid, next_cron_ms, now_ms])
         if reply[0] == "NOT_FOUND":
             raise TransNotFound(gid)
         return TransStatus(reply[1])
+
+    async def reset_cron(self, threshold_ms: int, now_ms: int, limit: int) -> tuple[int, bool]:
+        moved = 0
+        for shard in range(self.shards):
+            count, _ = await self._run("reset_cron", [self.keys.due(shard)], [threshold_ms, now_ms, limit - moved])
+            moved += count
+            if moved >= limit:
+                return moved, True  # DTM's meaning: the limit was hit, call again
+        return moved, False
 
     async def forget(self, gid: str) -> None:
         async with _mapped():

@@ -234,3 +234,36 @@ def test_all_filters_by_create_time(client: httpx.Client, busi: BusiServer) -> N
     assert gid in {t["gid"] for t in window.json()["transactions"]}
     earlier = client.get("/all", params={"createTimeEnd": str(before - 1), "limit": "1000"})
     assert gid not in {t["gid"] for t in earlier.json()["transactions"]}
+
+
+def test_reset_cron_time_brings_far_retries_forward(client: httpx.Client, busi: BusiServer, node: FastdtmNode) -> None:
+    busi.script("/A", [500, 200])
+    gid = new_gid()
+    client.post("/submit", json=saga_body(gid, busi, retry_interval=300))
+    busi.wait_calls("/A", 1)
+    time.sleep(0.2)
+    assert query(node, gid)["transaction"]["status"] == "submitted"  # next retry 600 s away
+    reply = client.get("/resetCronTime", params={"timeout": "10", "limit": "1000"}).json()
+    assert reply["succeed_count"] >= 1
+    assert reply["has_remaining"] is False
+    wait_status(node, gid, {"succeed"}, timeout=5)
+
+
+def test_register_branch_aliases_and_refusals(client: httpx.Client, busi: BusiServer) -> None:
+    gid = new_gid()
+    assert client.post("/prepare", json={"gid": gid, "trans_type": "tcc"}).json() == SUCCESS
+    branch = {"gid": gid, "trans_type": "tcc", "branch_id": "01", "data": "{}", "confirm": "", "cancel": ""}
+    assert client.post("/registerTccBranch", json={**branch, "try": busi.url("/Try")}).json() == SUCCESS
+    duplicate = client.post("/registerBranch", json=branch)
+    assert duplicate.status_code == 409
+    wrong_type = client.post(
+        "/registerXaBranch", json={**branch, "branch_id": "02", "trans_type": "xa", "url": busi.url("/X")}
+    )
+    assert wrong_type.status_code == 409
+    not_strings = client.post("/registerBranch", json={**branch, "branch_id": 2})
+    assert not_strings.status_code == 422
+    unknown = client.post("/registerBranch", json={**branch, "gid": "never-prepared"})
+    assert unknown.status_code == 409
+    assert unknown.json()["message"] == "no trans with gid: never-prepared status: prepared found FAILURE"
+    reply = client.get("/query", params={"gid": gid}).json()
+    assert [(b["branch_id"], b["op"]) for b in reply["branches"]] == [("01", "cancel"), ("01", "confirm")]

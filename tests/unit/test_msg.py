@@ -33,7 +33,10 @@ def test_build_one_action_per_step() -> None:
     req = TransRequest(
         gid="g", trans_type="msg", steps=({"action": "http://x/a"}, {"action": "http://x/b"}), payloads=("1", "2")
     )
-    assert [(b.branch_id, b.op, b.data) for b in Msg().build(req, 0)] == [("01", "action", "1"), ("02", "action", "2")]
+    assert [(b.branch_id, b.op, b.data) for b in Msg().build(req, 0, {})] == [
+        ("01", "action", "1"),
+        ("02", "action", "2"),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -51,7 +54,7 @@ def test_build_one_action_per_step() -> None:
 )
 def test_build_refuses_bad_requests(req: TransRequest, message: str) -> None:
     with pytest.raises(Invalid, match=message):
-        Msg().build(req, 0)
+        Msg().build(req, 0, {})
 
 
 def test_sequential_delivery_one_at_a_time_then_succeed() -> None:

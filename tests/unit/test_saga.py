@@ -43,7 +43,7 @@ def test_build_makes_compensate_then_action_per_step() -> None:
         steps=({"action": "http://x/a", "compensate": "http://x/c"}, {"action": "http://x/b", "compensate": ""}),
         payloads=("p0", "p1"),
     )
-    branches = Saga().build(req, 5)
+    branches = Saga().build(req, 5, {})
     assert [(b.branch_id, b.op, b.url, b.data) for b in branches] == [
         ("01", "compensate", "http://x/c", "p0"),
         ("01", "action", "http://x/a", "p0"),
@@ -54,7 +54,7 @@ def test_build_makes_compensate_then_action_per_step() -> None:
 
 def test_build_accepts_the_old_format_with_data_in_steps() -> None:
     req = TransRequest(gid="g", trans_type="saga", steps=({"action": "http://x/a", "data": "old"},))
-    assert [b.data for b in Saga().build(req, 0)] == ["old", "old"]
+    assert [b.data for b in Saga().build(req, 0, {})] == ["old", "old"]
 
 
 @pytest.mark.parametrize(
@@ -67,7 +67,7 @@ def test_build_accepts_the_old_format_with_data_in_steps() -> None:
 )
 def test_build_refuses_bad_steps(steps: tuple[dict[str, str], ...], payloads: tuple[str, ...], message: str) -> None:
     with pytest.raises(Invalid, match=message):
-        Saga().build(TransRequest(gid="g", trans_type="saga", steps=steps, payloads=payloads), 0)
+        Saga().build(TransRequest(gid="g", trans_type="saga", steps=steps, payloads=payloads), 0, {})
 
 
 @pytest.mark.parametrize(

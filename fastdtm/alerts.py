@@ -1,0 +1,52 @@
+"""The alert webhook (DTM's `AlertWebHook`): tell operators about a branch that keeps failing.
+
+After a branch error the retry interval doubles; once it has doubled `alert_retry_limit` times the
+webhook gets a POST `{"gid", "status", "branch", "error", "retry_count"}` (reference §5.2). Sent in
+the background with a short timeout: an alert must never slow or break a transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+
+import aiohttp
+
+from fastdtm import wire
+
+log = logging.getLogger(__name__)
+
+
+def retry_count(interval_ms: int, reset_ms: int) -> int:
+    """How many times the interval has doubled since the last success."""
+    return int(math.log2(interval_ms / reset_ms)) if interval_ms > reset_ms > 0 else 0
+
+
+class Alerter:
+    def __init__(self, session: aiohttp.ClientSession, url: str, retry_limit: int) -> None:
+        self.session = session
+        self.url = url
+        self.retry_limit = retry_limit
+        self._sending: set[asyncio.Task[None]] = set()
+
+    def branch_failing(self, gid: str, status: str, branch_url: str, error: str, retries: int) -> None:
+        if not self.url or retries < self.retry_limit:
+            return
+        body = {"gid": gid, "status": status, "branch": branch_url, "error": error, "retry_count": retries}
+        task = asyncio.get_running_loop().create_task(self._post(body))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _post(self, body: dict[str, object]) -> None:
+        try:
+            async with self.session.post(
+                self.url,
+                data=wire.encode(body),
+                headers={"Content-Type": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=5),
+            ) as resp:
+                if resp.status >= 300:
+                    log.warning("alert webhook answered %d", resp.status, extra={"gid": body["gid"]})
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            log.warning("alert webhook failed: %s", exc, extra={"gid": body["gid"]})

@@ -1,0 +1,93 @@
+"""DTM's JSON-RPC 2.0 endpoint (`POST /api/json-rpc`): the same use cases as the HTTP API.
+
+Always HTTP 200; errors travel in the envelope: -32700 bad JSON, -32600 bad envelope (DTM wants a
+non-empty string id), -32601 unknown method, -32602 bad params, -32901 FAILURE, -32902 ONGOING,
+-32603 anything else (reference §4.3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from fastdtm.api.http import json_response, read_object
+from fastdtm.errors import ApiError, BadRequest, Conflict, Invalid, Ongoing, PayloadTooLarge, StoreError
+from fastdtm.models import BranchRequest, TransRequest
+from fastdtm.service import Service, new_gid
+
+Method = Callable[[Service, dict[str, Any]], Awaitable[Any]]
+
+
+async def _new_gid(service: Service, params: dict[str, Any]) -> Any:
+    return {"gid": new_gid()}
+
+
+async def _prepare(service: Service, params: dict[str, Any]) -> Any:
+    await service.prepare(TransRequest.parse(params))
+
+
+async def _submit(service: Service, params: dict[str, Any]) -> Any:
+    await service.submit(TransRequest.parse(params))
+
+
+async def _abort(service: Service, params: dict[str, Any]) -> Any:
+    await service.abort(TransRequest.parse(params))
+
+
+async def _register_branch(service: Service, params: dict[str, Any]) -> Any:
+    await service.register_branch(BranchRequest.parse(params))
+
+
+METHODS: Final[Mapping[str, Method]] = {
+    "newGid": _new_gid,
+    "prepare": _prepare,
+    "submit": _submit,
+    "abort": _abort,
+    "registerBranch": _register_branch,
+}
+
+
+def _code(exc: Exception) -> int:
+    if isinstance(exc, Conflict):
+        return -32901
+    if isinstance(exc, Ongoing):
+        return -32902
+    if isinstance(exc, Invalid | BadRequest | PayloadTooLarge):
+        return -32602
+    return -32603
+
+
+def _reply(rpc_id: Any, result: Any = None, code: int = 0, message: str = "") -> Response:
+    error = {"code": code, "message": message} if code else None
+    return json_response({"jsonrpc": "2.0", "id": rpc_id, "error": error, "result": result})
+
+
+async def json_rpc(request: Request) -> Response:
+    try:
+        envelope = await read_object(request)
+    except BadRequest as exc:
+        return _reply(None, code=-32700, message=exc.message)
+    except PayloadTooLarge as exc:
+        return _reply(None, code=-32600, message=exc.message)
+    rpc_id = envelope.get("id")
+    if envelope.get("jsonrpc") != "2.0" or not isinstance(rpc_id, str) or not rpc_id:
+        return _reply(rpc_id, code=-32600, message="not a JSON-RPC 2.0 request with a non-empty string id")
+    method = METHODS.get(envelope.get("method", ""))
+    if method is None:
+        return _reply(rpc_id, code=-32601, message=f"method not found: {envelope.get('method')!r}")
+    params = envelope.get("params") or {}
+    if not isinstance(params, dict):
+        return _reply(rpc_id, code=-32602, message="params must be an object")
+    try:
+        return _reply(rpc_id, await method(request.state.service, params))
+    except ApiError as exc:
+        return _reply(rpc_id, code=_code(exc), message=exc.message)
+    except StoreError as exc:
+        return _reply(rpc_id, code=-32603, message=f"store error: {exc}")
+
+
+routes = [Route("/json-rpc", json_rpc, methods=["POST"])]

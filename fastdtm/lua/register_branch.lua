@@ -1,0 +1,42 @@
+-- register_branch: append branch records to a prepared transaction, refusing a (branch_id, op) seen before.
+-- Each record's (branch_id, op) is remembered as a field "u:<branch_id>:<op>" of the transaction
+-- hash, so the duplicate check is one HEXISTS instead of a scan of the list.
+-- KEYS[1] -> <prefix>:{t}:g:<gid>
+-- KEYS[2] -> <prefix>:{t}:b:<gid>
+-- ARGV[1] -> now_ms (update_time)
+-- ARGV[2] -> trans_type the branches belong to
+-- ARGV[3..] -> triples: record (JSON text), unique field "u:<branch_id>:<op>", status
+--              ("prepared" or the status the record is registered with, e.g. a workflow result)
+-- Returns: {"OK"} | {"NOT_FOUND"} | {"WRONG_TYPE", trans_type} | {"NOT_PREPARED", status}
+--        | {"DUPLICATE", unique_field}
+local now_ms = ARGV[1]
+local trans_type = ARGV[2]
+
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then
+  return {'NOT_FOUND'}
+end
+local stored_type = redis.call('HGET', KEYS[1], 'trans_type')
+if stored_type ~= trans_type then
+  return {'WRONG_TYPE', stored_type}
+end
+if status ~= 'prepared' then
+  return {'NOT_PREPARED', status}
+end
+for i = 4, #ARGV, 3 do
+  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
+    return {'DUPLICATE', ARGV[i]}
+  end
+end
+
+local index = redis.call('LLEN', KEYS[2])
+for i = 3, #ARGV, 3 do
+  redis.call('RPUSH', KEYS[2], ARGV[i])
+  redis.call('HSET', KEYS[1], ARGV[i + 1], '1')
+  if ARGV[i + 2] ~= 'prepared' then
+    redis.call('HSET', KEYS[1], 's' .. index, ARGV[i + 2] .. ' ' .. now_ms)
+  end
+  index = index + 1
+end
+redis.call('HSET', KEYS[1], 'update_time', now_ms)
+return {'OK'}

@@ -1,0 +1,243 @@
+"""This process's Prometheus metrics: DTM's names and labels (so DTM's dashboards work) plus fastdtm's own.
+
+One `Metrics` per process, built with the app and handed to the middleware, engine, cron and store; it
+owns every series and renders them in the Prometheus text format (0.0.4). There is no registry object and
+no module-level state.
+
+| name | type | labels | what |
+|---|---|---|---|
+| `dtm_server_info` | gauge (=1) | `gin_version`, `grpc_version` | "fastdtm-<version>", "none" |
+| `dtm_server_process_total` | counter | `type`, `api`, `status` | requests under `/api/`; fail = HTTP >= 400 |
+| `dtm_server_response_duration` | histogram | `type`, `api` | their duration, seconds |
+| `dtm_transaction_process_total` | counter | `model`, `status` | processing rounds, by trans_type |
+| `dtm_transaction_handled_duration` | histogram | `model` | per round: seconds since the transaction was created |
+| `dtm_branch_process_total` | counter | `model`, `branchid`, `branchtype`, `status` | branch calls; ok = SUCCESS |
+| `fastdtm_shard_leases_held` | gauge | | shard leases this node holds |
+| `fastdtm_due_claimed_total` | counter | | due transactions this node's cron claimed |
+| `fastdtm_claim_duration_seconds` | histogram | | one cron poll's claim over all held shards |
+| `fastdtm_rounds_in_flight` | gauge | | processing rounds running on this node |
+| `fastdtm_store_calls_total` | counter | `script` | store calls, by Lua script (or store method) |
+
+`type` is always "http". `api` is the last path segment, lower-cased, as DTM does, but without the
+query string (DTM put `query?gid=...` into the label: one series per gid).
+
+The per-call methods are plain dict updates: `api_call` + `branch_done` take about 1.1 µs together, where
+prometheus_client's `labels(...).inc()` / `.observe()` take about 9 µs for the same three updates
+(`bench/metrics_bench.py`). They are not thread-safe, and need not be: every caller runs on the process's
+event loop, and `render` does not await.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Sequence
+from typing import Final, TypeAlias
+
+from fastdtm import __version__
+
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+#: The Go client's default buckets, which DTM's histograms use: dashboards' quantiles stay comparable.
+DTM_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: A claim is one Lua call per shard, in parallel: sub-millisecond normally, seconds only when Redis struggles.
+CLAIM_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+Labels: TypeAlias = tuple[str, ...]
+
+
+def api_label(target: str) -> str:
+    """DTM's `api` label for a request path (or target): its last segment, lower-cased, never the query."""
+    path = target.partition("?")[0].rstrip("/")
+    return path.rpartition("/")[2].lower()
+
+
+def _number(value: float) -> str:
+    """Numbers as the Go client writes them: `1`, `0.005`, `+Inf` (bucket `le` labels must match DTM's)."""
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    if isinstance(value, int) or value.is_integer():
+        return str(int(value))
+    return repr(value)
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _pairs(names: Sequence[str], values: Labels) -> str:
+    """`a="x",b="y"`: the inside of a sample's braces."""
+    return ",".join(f'{name}="{_escape(value)}"' for name, value in zip(names, values, strict=True))
+
+
+def _braced(pairs: str) -> str:
+    return f"{{{pairs}}}" if pairs else ""
+
+
+class _Family:
+    """One metric name: its help text, type and label names; subclasses hold the series."""
+
+    kind: str = ""
+
+    def __init__(self, name: str, help_text: str, label_names: Sequence[str] = ()) -> None:
+        self.name = name
+        self.help = help_text
+        self.label_names = tuple(label_names)
+
+    def render(self, out: list[str]) -> None:
+        out.append(f"# HELP {self.name} {self.help}")
+        out.append(f"# TYPE {self.name} {self.kind}")
+        self._samples(out)
+
+    def _samples(self, out: list[str]) -> None:
+        raise NotImplementedError
+
+
+class _Scalar(_Family):
+    """One number per label set; a family without labels starts at 0 so that it is always exposed."""
+
+    def __init__(self, name: str, help_text: str, label_names: Sequence[str] = ()) -> None:
+        super().__init__(name, help_text, label_names)
+        self.values: dict[Labels, float] = {} if label_names else {(): 0}
+
+    def _samples(self, out: list[str]) -> None:
+        for labels, value in sorted(self.values.items()):
+            out.append(f"{self.name}{_braced(_pairs(self.label_names, labels))} {_number(value)}")
+
+
+class Counter(_Scalar):
+    kind = "counter"
+
+    def inc(self, labels: Labels, amount: float = 1) -> None:
+        values = self.values
+        values[labels] = values.get(labels, 0) + amount
+
+
+class Gauge(_Scalar):
+    kind = "gauge"
+
+    def set(self, labels: Labels, value: float) -> None:
+        self.values[labels] = value
+
+
+class _Series:
+    __slots__ = ("counts", "total")
+
+    def __init__(self, buckets: int) -> None:
+        #: Per bucket, not cumulative (the last one is +Inf); `render` accumulates.
+        self.counts = [0] * buckets
+        self.total = 0.0
+
+
+class Histogram(_Family):
+    kind = "histogram"
+
+    def __init__(
+        self, name: str, help_text: str, label_names: Sequence[str] = (), bounds: Sequence[float] = DTM_BUCKETS
+    ) -> None:
+        super().__init__(name, help_text, label_names)
+        self.bounds = tuple(bounds)
+        self.series: dict[Labels, _Series] = {} if label_names else {(): _Series(len(self.bounds) + 1)}
+
+    def observe(self, labels: Labels, value: float) -> None:
+        series = self.series.get(labels)
+        if series is None:
+            series = self.series[labels] = _Series(len(self.bounds) + 1)
+        # bisect_left: a value equal to a bound belongs to that bucket (`le` = less or equal).
+        series.counts[bisect_left(self.bounds, value)] += 1
+        series.total += value
+
+    def _samples(self, out: list[str]) -> None:
+        les = [f'le="{_number(bound)}"' for bound in (*self.bounds, math.inf)]
+        for labels, series in sorted(self.series.items()):
+            pairs = _pairs(self.label_names, labels)
+            bucket = f"{self.name}_bucket{{{pairs}," if pairs else f"{self.name}_bucket{{"
+            cumulative = 0
+            for le, count in zip(les, series.counts, strict=True):
+                cumulative += count
+                out.append(f"{bucket}{le}}} {cumulative}")
+            out.append(f"{self.name}_sum{_braced(pairs)} {_number(series.total)}")
+            out.append(f"{self.name}_count{_braced(pairs)} {cumulative}")
+
+
+class Metrics:
+    """Every metric of this process; the methods are what the middleware, engine, cron and store call."""
+
+    def __init__(self, version: str = __version__) -> None:
+        self._info = Gauge("dtm_server_info", "The information of this dtm server.", ("gin_version", "grpc_version"))
+        self._info.set((f"fastdtm-{version}", "none"), 1)
+        self._requests = Counter("dtm_server_process_total", "All request received by dtm", ("type", "api", "status"))
+        self._latency = Histogram(
+            "dtm_server_response_duration", "The request durations of a dtm server api", ("type", "api")
+        )
+        self._rounds = Counter(
+            "dtm_transaction_process_total", "All transactions processed by dtm", ("model", "status")
+        )
+        self._round_age = Histogram(
+            "dtm_transaction_handled_duration",
+            "Histogram of handling latency of the transaction that handled by the server.",
+            ("model",),
+        )
+        self._branches = Counter(
+            "dtm_branch_process_total", "All branches processed by dtm", ("model", "branchid", "branchtype", "status")
+        )
+        self._leases = Gauge("fastdtm_shard_leases_held", "Shard leases this node holds.")
+        self._claimed = Counter("fastdtm_due_claimed_total", "Due transactions this node's cron claimed.")
+        self._claim_time = Histogram(
+            "fastdtm_claim_duration_seconds",
+            "Duration of one cron poll's claim over all held shards.",
+            bounds=CLAIM_BUCKETS,
+        )
+        self._in_flight = Gauge("fastdtm_rounds_in_flight", "Processing rounds running on this node.")
+        self._store_calls = Counter(
+            "fastdtm_store_calls_total",
+            "Store calls, by Lua script (or store method, for plain commands).",
+            ("script",),
+        )
+        self._families: tuple[_Family, ...] = (
+            self._info,
+            self._requests,
+            self._latency,
+            self._rounds,
+            self._round_age,
+            self._branches,
+            self._leases,
+            self._claimed,
+            self._claim_time,
+            self._in_flight,
+            self._store_calls,
+        )
+
+    def api_call(self, api: str, ok: bool, seconds: float) -> None:
+        self._requests.inc(("http", api, "ok" if ok else "fail"))
+        self._latency.observe(("http", api), seconds)
+
+    def round_done(self, model: str, ok: bool, age_seconds: float) -> None:
+        self._rounds.inc((model, "ok" if ok else "fail"))
+        # create_time comes from whichever node created the transaction: clock skew can make it "future".
+        self._round_age.observe((model,), max(age_seconds, 0.0))
+
+    def branch_done(self, model: str, branch_id: str, op: str, ok: bool) -> None:
+        self._branches.inc((model, branch_id, op, "ok" if ok else "fail"))
+
+    def leases_held(self, n: int) -> None:
+        self._leases.set((), n)
+
+    def claimed(self, n: int, seconds: float) -> None:
+        self._claimed.inc((), n)
+        self._claim_time.observe((), seconds)
+
+    def rounds_in_flight(self, n: int) -> None:
+        self._in_flight.set((), n)
+
+    def store_call(self, script: str) -> None:
+        self._store_calls.inc((script,))
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition body and its content type."""
+        out: list[str] = []
+        for family in self._families:
+            family.render(out)
+        out.append("")
+        return "\n".join(out).encode(), CONTENT_TYPE
