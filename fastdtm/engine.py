@@ -63,9 +63,6 @@ class Engine:
         self._active: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
 
-    def is_active(self, gid: str) -> bool:
-        return gid in self._active
-
     async def run(self, trans: Transaction, branches: list[Branch]) -> RoundResult:
         """One round on already loaded state; none if this node already runs one for the gid."""
         if trans.gid in self._active:

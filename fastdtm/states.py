@@ -50,7 +50,6 @@ class Outcome(StrEnum):
 
 
 TERMINAL: Final = frozenset({TransStatus.SUCCEED, TransStatus.FAILED})
-UNFINISHED: Final = frozenset(TransStatus) - TERMINAL
 
 #: Every status change the engine or the API may ask the store for. `forceStop` may fail any
 #: unfinished transaction; everything else follows the per-type state machines (reference §6.6).

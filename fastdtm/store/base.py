@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from fastdtm.models import Branch, Transaction
-from fastdtm.states import TransStatus
+from fastdtm.states import TransStatus, can_transition
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +30,11 @@ class Change:
     #: New schedule; None leaves it as it is. Ignored when `status` is finished.
     next_cron_ms: int | None = None
     interval_ms: int | None = None
+
+    def __post_init__(self) -> None:
+        # The table in states.py is the law: a change outside it is a bug, refused before any write.
+        if self.status is not self.expected and not can_transition(self.expected, self.status):
+            raise ValueError(f"{self.gid}: {self.expected} -> {self.status} is not an allowed transition")
 
 
 @dataclass(frozen=True, slots=True)

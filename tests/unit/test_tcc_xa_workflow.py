@@ -145,3 +145,17 @@ def test_bad_branch_requests() -> None:
         BranchRequest.parse({"gid": "g", "branch_id": "01", "data": 1})
     with pytest.raises(Invalid, match="branch_id"):
         BranchRequest.parse({"gid": "g", "branch_id": "0 1"})
+
+
+def test_changes_outside_the_transition_table_are_refused() -> None:
+    from fastdtm.store.base import Change
+
+    Change("g", TransStatus.SUBMITTED, TransStatus.SUBMITTED, 0)  # recording a branch: allowed
+    Change("g", TransStatus.ABORTING, TransStatus.FAILED, 0)
+    for expected, status in [
+        (TransStatus.SUCCEED, TransStatus.FAILED),
+        (TransStatus.ABORTING, TransStatus.SUCCEED),
+        (TransStatus.SUBMITTED, TransStatus.PREPARED),
+    ]:
+        with pytest.raises(ValueError, match="not an allowed transition"):
+            Change("g", expected, status, 0)
