@@ -173,7 +173,7 @@ class Service:
         except (TransNotFound, Stale):
             raise Conflict(f"no trans with gid: {req.gid} status: prepared found") from None
         except Refused as exc:
-            raise Conflict(f"{exc}: UniqueKeyConflict") from None
+            raise Conflict(str(exc)) from None
 
     async def abort(self, req: TransRequest) -> None:
         trans, branches = await self._load(req.gid)

@@ -23,10 +23,13 @@ end
 if status ~= 'prepared' then
   return {'NOT_PREPARED', status}
 end
+-- Checked against the hash and against the records earlier in this same call.
+local seen = {}
 for i = 4, #ARGV, 3 do
-  if redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
+  if seen[ARGV[i]] or redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
     return {'DUPLICATE', ARGV[i]}
   end
+  seen[ARGV[i]] = true
 end
 
 local index = redis.call('LLEN', KEYS[2])

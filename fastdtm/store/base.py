@@ -77,7 +77,11 @@ class Store(Protocol):
         ...
 
     async def reset_cron(self, threshold_ms: int, now_ms: int, limit: int) -> tuple[int, bool]:
-        """Schedule at `now_ms` up to `limit` transactions due after `threshold_ms`: (moved, some left)."""
+        """Schedule at `now_ms` up to `limit` transactions due after `threshold_ms`.
+
+        Returns (moved, limit_hit): as DTM's `has_remaining`, True means "the limit was reached, call
+        again" (some may be left), not a promise that some are.
+        """
         ...
 
     async def forget(self, gid: str) -> None:

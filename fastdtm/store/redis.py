@@ -158,7 +158,7 @@ class RedisStore:
         if tag == "WRONG_TYPE":
             raise Refused(f"transaction '{gid}' is a {reply[1]}, not a {trans_type}")
         if tag == "DUPLICATE":
-            raise Refused(f"branch {reply[1].removeprefix('u:')} of '{gid}' is already registered")
+            raise Refused(f"branch {reply[1].removeprefix('u:')} of '{gid}' is already registered (UniqueKeyConflict)")
 
     async def touch(self, gid: str, next_cron_ms: int, now_ms: int) -> TransStatus:
         g, _, due, _, _ = self.keys.of_trans(gid)
@@ -168,6 +168,8 @@ class RedisStore:
         return TransStatus(reply[1])
 
     async def reset_cron(self, threshold_ms: int, now_ms: int, limit: int) -> tuple[int, bool]:
+        if limit <= 0:
+            return 0, False
         moved = 0
         for shard in range(self.shards):
             count, _ = await self._run("reset_cron", [self.keys.due(shard)], [threshold_ms, now_ms, limit - moved])

@@ -22,6 +22,8 @@ LOAD: Final = Script("load")
 CLAIM_DUE: Final = Script("claim_due")
 LEASE_RENEW: Final = Script("lease_renew")
 LEASE_RELEASE: Final = Script("lease_release")
+REGISTER_BRANCH: Final = Script("register_branch")
+RESET_CRON: Final = Script("reset_cron")
 
 #: A "now" for scripts that only store time as data: they never read the clock, so any value will do.
 T0: Final = 1_700_000_000_000

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from redis.asyncio import Redis
 
 from fastdtm.store.redis import SCRIPTS, Client, Script, connect
-from tests.lua.support import KEYS, LOAD, fields_of, seed
+from tests.lua.support import KEYS, LOAD, T0, fields_of, seed
 from tests.support.redis_servers import CLUSTER_SCHEME, Address, cluster_masters, parse_cluster_url
 
 
@@ -26,14 +26,14 @@ async def test_every_script_file_loads_with_a_header() -> None:
 async def test_a_script_is_loaded_again_after_the_server_forgot_it(store_url: str) -> None:
     client = connect(store_url)
     try:
-        await seed(client, "g1", fields_of("g1"))
-        g, b, *_ = KEYS.of_trans("g1")
+        await seed(client, "g1", fields_of("g1"), due=T0)
+        g, b, due, _, _ = KEYS.of_trans("g1")
         await client.script_flush()
         assert await client.script_exists(LOAD.sha) == [False]
 
-        reply = await LOAD(client, [g, b], [])
+        reply = await LOAD(client, [g, b, due], ["g1"])
 
-        assert reply[1] == []
+        assert reply[1:] == [[], str(T0)]
         assert await client.script_exists(LOAD.sha) == [True]
     finally:
         await _close(client)
@@ -48,7 +48,7 @@ async def test_aclose_gives_back_every_connection(store_url: str) -> None:
         # concurrent (some fail with AttributeError inside the connection) while it learns the slot map.
         await client.ping()
         # Concurrent calls over many shards open several connections (and reach every cluster master).
-        await asyncio.gather(*(LOAD(client, list(KEYS.of_trans(f"gid-{i}")[:2]), []) for i in range(32)))
+        await asyncio.gather(*(LOAD(client, list(KEYS.of_trans(f"gid-{i}")[:3]), [f"gid-{i}"]) for i in range(32)))
         assert await _connections(servers) > baseline
 
         await client.aclose()

@@ -17,6 +17,8 @@ from tests.lua.support import (
     LEASE_RELEASE,
     LEASE_RENEW,
     LOAD,
+    REGISTER_BRANCH,
+    RESET_CRON,
     T0,
     TOUCH,
     TRANSITION,
@@ -34,14 +36,19 @@ def cluster_of(store_url: str, client: Client) -> RedisCluster:
 
 
 def script_keys(gid: str) -> list[list[str]]:
-    """The KEYS of every per-transaction script for one gid, as `RedisStore` passes them."""
+    """The KEYS of every per-transaction script for one gid, as `RedisStore` passes them: create, transition,
+    touch, load, register_branch."""
     g, b, due, idx, exp = KEYS.of_trans(gid)
-    return [[g, b, due, idx, exp], [g, b, due, exp], [g, due], [g, b]]
+    return [[g, b, due, idx, exp], [g, b, due, exp], [g, due], [g, b, due], [g, b]]
 
 
 def shard_keys(shard: int) -> list[list[str]]:
-    """The KEYS of every per-shard script (claim_due, lease_renew, lease_release)."""
-    return [[KEYS.lease(shard), KEYS.due(shard), KEYS.index(shard), KEYS.expiring(shard)], [KEYS.lease(shard)]]
+    """The KEYS of every per-shard script: claim_due, lease_renew and lease_release, reset_cron."""
+    return [
+        [KEYS.lease(shard), KEYS.due(shard), KEYS.index(shard), KEYS.expiring(shard)],
+        [KEYS.lease(shard)],
+        [KEYS.due(shard)],
+    ]
 
 
 async def test_each_scripts_keys_share_a_slot_and_the_shards_cover_every_master(store_url: str, client: Client) -> None:
@@ -68,11 +75,17 @@ async def test_every_script_runs_on_every_master(store_url: str, client: Client)
     gids = [gids_in_shard(shard, 1)[0] for shard in range(KEYS.shards)]
     for shard, gid in enumerate(gids):
         g, b, due, idx, exp = KEYS.of_trans(gid)
-        args: list[str | int] = [gid, T0, T0, "", 2, "gid", gid, "status", "submitted", '["01", "action", "", "", 0]']
+        fields = ["gid", gid, "trans_type", "tcc", "status", "prepared"]
+        args: list[str | int] = [gid, T0, T0, "", 3, *fields, '["01", "cancel", "", "", 0]']
         assert tagged(await CREATE(cluster, [g, b, due, idx, exp], args)) == ["CREATED"]
-        assert tagged(await TOUCH(cluster, [g, due], [gid, T0 - 1, T0])) == ["OK", "submitted"]
-        assert tagged(await TRANSITION(cluster, [g, b, due, exp], [gid, "submitted", "submitted", "", ""])) == ["OK"]
-        assert len(await LOAD(cluster, [g, b], [])) == 2
+        triple = ['["01", "confirm", "", "", 0]', "u:01:confirm", "prepared"]
+        assert tagged(await REGISTER_BRANCH(cluster, [g, b], [T0, "tcc", *triple])) == ["OK"]
+        assert tagged(await TOUCH(cluster, [g, due], [gid, T0 + 5, T0])) == ["OK", "prepared"]
+        assert tagged(await TRANSITION(cluster, [g, b, due, exp], [gid, "prepared", "submitted", "", ""])) == ["OK"]
+        assert await RESET_CRON(cluster, [due], [T0, T0 - 1, 10]) == [1, 0]
+        loaded = await LOAD(cluster, [g, b, due], [gid])
+        assert len(loaded[1]) == 2
+        assert loaded[2] == str(T0 - 1)
         await cluster.set(KEYS.lease(shard), lease)
         claimed = await CLAIM_DUE(cluster, shard_keys(shard)[0], [lease, T0, 10, T0 + 1])
         assert tagged(claimed) == ["OK", gid]
@@ -101,10 +114,12 @@ async def test_a_call_mixing_two_shards_is_refused_by_the_client(store_url: str,
     with pytest.raises(RedisClusterException, match="same key slot"):
         await CREATE(cluster, mixed, create_args)
     with pytest.raises(RedisClusterException, match="same key slot"):
-        await LOAD(cluster, [g, KEYS.branches(other)], [])
+        await LOAD(cluster, [g, b, other_due], [mine])
+    with pytest.raises(RedisClusterException, match="same key slot"):
+        await REGISTER_BRANCH(cluster, [g, KEYS.branches(other)], [T0, "tcc", "[]", "u:01:try", "prepared"])
 
-    assert await cluster.exists(g, b, other_due, idx, exp) == 0
+    assert await cluster.exists(g, b, other_due, idx, exp, KEYS.branches(other)) == 0
     # The same script with keys of one tag goes through, even for two different gids of that shard.
     neighbour = gids_in_shard(1, 2)[1]
-    assert await LOAD(cluster, [g, KEYS.branches(neighbour)], []) == []
+    assert await LOAD(cluster, [g, KEYS.branches(neighbour), due], [mine]) == []
     assert tagged(await CREATE(cluster, [g, b, due, idx, exp], create_args)) == ["CREATED"]

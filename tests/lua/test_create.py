@@ -166,6 +166,8 @@ async def test_store_create_returns_none_then_the_stored_status(store: RedisStor
 
     state = await trans_state(client, "g1")
     assert state.due == {"g1": T0 + 3_000}
+    # The schedule is the due score alone: the hash gets no copy of it.
+    assert "next_cron_time" not in state.fields
     # Only branches past `prepared` get a progress field, "<status> <finish_ms>".
     assert state.fields["s1"] == f"succeed {T0 + 1}"
     assert "s0" not in state.fields

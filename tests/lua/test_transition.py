@@ -198,9 +198,25 @@ async def test_store_records_a_branch_and_reschedules(store: RedisStore, client:
     await store.transition(change)
 
     state = await trans_state(client, "g1")
-    assert state.fields["s0"] == f"succeed {T0 + 9}"
-    assert state.fields["next_cron_time"] == str(T0 + 99)
+    assert state.fields == fields_of("g1", "submitted", s0=f"succeed {T0 + 9}", update_time=str(T0 + 9))
+    # The new schedule is the due score alone: no hash copy of it.
+    assert "next_cron_time" not in state.fields
     assert state.due == {"g1": T0 + 99}
+
+
+async def test_store_reschedules_with_an_interval_but_no_next_cron_time_field(
+    store: RedisStore, client: Client
+) -> None:
+    await seed(client, "g1", fields_of("g1", "prepared"), due=DUE_AT)
+
+    await store.transition(
+        Change("g1", TransStatus.PREPARED, TransStatus.SUBMITTED, T0 + 3, next_cron_ms=T0 + 50, interval_ms=40)
+    )
+
+    state = await trans_state(client, "g1")
+    assert state.fields == fields_of("g1", "submitted", update_time=str(T0 + 3), next_cron_interval="40")
+    assert "next_cron_time" not in state.fields
+    assert state.due == {"g1": T0 + 50}
 
 
 async def test_store_finishing_drops_due_and_expires_after_the_ttl(store: RedisStore, client: Client) -> None:
@@ -211,6 +227,7 @@ async def test_store_finishing_drops_due_and_expires_after_the_ttl(store: RedisS
 
     state = await trans_state(client, "g1")
     assert state.fields["finish_time"] == str(now)
+    assert "next_cron_time" not in state.fields
     assert state.due == {}
     assert state.exp == {"g1": now + FINISHED_TTL_MS}
     assert state.expire_at == (now + FINISHED_TTL_MS, now + FINISHED_TTL_MS)
