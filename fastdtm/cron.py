@@ -72,15 +72,25 @@ class Cron:
             await asyncio.wait(set(self._rounds), timeout=5)
         for task in self._rounds:
             task.cancel()
-        await asyncio.gather(*self._rounds, return_exceptions=True)
-        # Hand the shards over now instead of making the others wait for the TTL.
-        for shard in sorted(self.owned):
-            try:
-                await self.store.release_lease(shard, self.lease)
-            except StoreError as exc:
-                log.warning("could not release shard %d: %s", shard, exc)
+        if self._rounds:
+            await asyncio.wait(set(self._rounds), timeout=1)
+        # Hand the shards over now instead of making the others wait for the TTL; bounded, because
+        # a node stopping while Redis is unreachable must still stop.
+        hand_over = asyncio.get_running_loop().create_task(self._hand_over(sorted(self.owned)))
+        _, unfinished = await asyncio.wait({hand_over}, timeout=5)
+        if unfinished:
+            hand_over.cancel()
+            log.warning("could not hand the shards over in time; they move when their leases expire")
         self.owned.clear()
         self.metrics.leases_held(0)
+
+    async def _hand_over(self, shards: list[int]) -> None:
+        released = await asyncio.gather(
+            *(self.store.release_lease(shard, self.lease) for shard in shards), return_exceptions=True
+        )
+        failed = [r for r in released if isinstance(r, BaseException)]
+        if failed:
+            log.warning("could not release %d shards: %s", len(failed), failed[0])
         try:
             await self.store.heartbeat(self.node_id, self.clock.now_ms(), 0)
         except StoreError as exc:

@@ -113,7 +113,8 @@ class Engine:
             _, pending = await asyncio.wait(set(self._background), timeout=grace)
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            if pending:
+                await asyncio.wait(pending, timeout=1)
 
 
 class _Runner:

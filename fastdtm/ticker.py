@@ -23,10 +23,14 @@ class Ticker:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
+        """Cancel the loop; give up waiting after `grace` so a tick stuck in a client library that
+        swallows cancellation cannot hold the process's shutdown hostage."""
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            _, stuck = await asyncio.wait({self._task}, timeout=grace)
+            if stuck:
+                log.warning("%s did not stop within %.1f s; leaving it", self.name, grace)
             self._task = None
 
     async def _run(self) -> None:
