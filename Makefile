@@ -15,6 +15,7 @@ run: $(STAMP)
 # Everything CI checks: formatting, lint, types, then the whole test suite against real Redis.
 test: $(STAMP) lint typecheck
 	./scripts/ensure-redis.sh
+	./scripts/ensure-mariadb.sh
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

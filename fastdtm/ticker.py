@@ -1,12 +1,16 @@
 """The one loop primitive every background component uses: run a callable every `interval` seconds.
 
 Drift-compensated (sleeps the rest of the interval), logs and survives errors, never swallows
-cancellation, and stops promptly.
+cancellation itself, and stops promptly. Stopping sets a flag as well as cancelling the task:
+redis-py's asyncio client can swallow a cancellation that lands inside a command (the command
+completes and the caller never sees CancelledError), so a loop that relied on cancellation alone
+would run on forever and hold the process's shutdown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -19,26 +23,31 @@ class Ticker:
         self.interval = interval
         self._tick = tick
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     def start(self) -> None:
+        self._stopping.clear()
         self._task = asyncio.get_running_loop().create_task(self._run(), name=self.name)
 
     async def stop(self, grace: float = 5.0) -> None:
-        """Cancel the loop; give up waiting after `grace` so a tick stuck in a client library that
-        swallows cancellation cannot hold the process's shutdown hostage."""
-        if self._task is not None:
-            self._task.cancel()
-            _, stuck = await asyncio.wait({self._task}, timeout=grace)
-            if stuck:
-                log.warning("%s did not stop within %.1f s; leaving it", self.name, grace)
-            self._task = None
+        """Stop the loop; give up waiting after `grace` (the loop then ends after its current tick)."""
+        if self._task is None:
+            return
+        self._stopping.set()
+        self._task.cancel()
+        _, stuck = await asyncio.wait({self._task}, timeout=grace)
+        if stuck:
+            log.warning("%s did not stop within %.1f s; it ends after its current tick", self.name, grace)
+        self._task = None
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        while not self._stopping.is_set():
             started = loop.time()
             try:
                 await self._tick()
             except Exception:
                 log.exception("%s tick failed", self.name)
-            await asyncio.sleep(max(0.0, self.interval - (loop.time() - started)))
+            pause = max(0.0, self.interval - (loop.time() - started))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), pause)

@@ -12,6 +12,7 @@ from typing import NoReturn, TypeVar
 import pytest
 
 from tests.support.busi import BusiServer
+from tests.support.mariadb import MariaDBServer, MariaDBUnavailable, reset_schemas
 from tests.support.node import FastdtmNode, NodeFactory
 from tests.support.processes import tail
 from tests.support.redis_servers import (
@@ -116,3 +117,21 @@ def node_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeFacto
 @pytest.fixture
 def node(node_factory: NodeFactory, store_url: str) -> FastdtmNode:
     return node_factory(store_url)
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDBServer]:
+    """A private `mariadbd` started on first use and stopped at the end of the session (barrier tests)."""
+    try:
+        server = MariaDBServer()
+    except MariaDBUnavailable as exc:
+        missing_toolchain(f"mariadbd not installed: {exc}")
+    with server:
+        yield server
+
+
+@pytest.fixture
+def barrier_db(mariadb: MariaDBServer) -> MariaDBServer:
+    """The private MariaDB with `dtm_barrier` and `dtm_busi` dropped and recreated for this test."""
+    reset_schemas(mariadb)
+    return mariadb
