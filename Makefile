@@ -4,13 +4,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck unit bench clean
+.PHONY: run run-redis test lint typecheck unit bench clean
 
-# Run a fastdtm node on 127.0.0.1:6379's Redis (started here if none answers) at :36789.
+# Run a fastdtm node at :36789 on the embedded store (./fastdtm.db): nothing else to install.
 run: $(STAMP)
+	$(BIN)/fastdtm serve $(ARGS)
+
+# The same on a local Redis (127.0.0.1:6379, started here if none answers): the production store.
+run-redis: $(STAMP)
 	./scripts/ensure-redis.sh
 	./scripts/local-redis.sh
-	$(BIN)/fastdtm serve $(ARGS)
+	$(BIN)/fastdtm serve --store redis://127.0.0.1:6379/0 $(ARGS)
 
 # Everything CI checks: formatting, lint, types, then the whole test suite against real Redis.
 test: $(STAMP) lint typecheck

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypedDict
@@ -33,7 +34,10 @@ from fastdtm.metrics import Metrics
 from fastdtm.service import Service
 from fastdtm.sharding import Keys
 from fastdtm.store.base import Store
+from fastdtm.store.embedded import EmbeddedStore, parse_sqlite_url
+from fastdtm.store.embedded_kv import EmbeddedKV
 from fastdtm.store.kv import RedisKV
+from fastdtm.store.kv_base import KV
 from fastdtm.store.redis import RedisStore, connect
 from fastdtm.topics import Topics
 
@@ -44,17 +48,25 @@ class State(TypedDict):
     settings: Settings
     store: Store
     service: Service
-    kv: RedisKV
+    kv: KV
     topics: Topics
     metrics: Metrics
 
 
-def build_store(settings: Settings, metrics: Metrics) -> tuple[RedisStore, RedisKV]:
+async def build_store(settings: Settings, metrics: Metrics) -> tuple[Store, KV]:
+    """The store the URL names: the embedded SQLite file, or Redis / Redis Cluster."""
+    finished_ttl_ms = int(settings.finished_data_expire * 1000)
+    if settings.embedded:
+        # sqlite3 runs on the store's own thread and gives the GIL back around each call; with the
+        # default 5 ms switch interval a busy event loop would hand it back too rarely.
+        sys.setswitchinterval(0.0005)
+        store = await EmbeddedStore.open(parse_sqlite_url(settings.store), finished_ttl_ms, metrics=metrics)
+        return store, EmbeddedKV(store)
     keys = Keys(settings.key_prefix, settings.shards)
     client = connect(settings.store)
     # One Redis client per process: the KV shares the store's, and store.close() closes it.
-    store = RedisStore(client, keys, int(settings.finished_data_expire * 1000), metrics)
-    return store, RedisKV(client, keys)
+    redis_store = RedisStore(client, keys, finished_ttl_ms, metrics)
+    return redis_store, RedisKV(client, keys)
 
 
 async def _wait_for(store: Store, url: str) -> None:
@@ -79,7 +91,7 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
         log.info("fastdtm node %s starting on store %s", settings.node_id, settings.store)
-        store, kv = build_store(settings, metrics)
+        store, kv = await build_store(settings, metrics)
         await _wait_for(store, settings.store)
         clock = SystemClock()
         topics = Topics(kv, clock)

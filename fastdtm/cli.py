@@ -13,12 +13,19 @@ import uvicorn
 from fastdtm import __version__, logs
 from fastdtm.app import create_app
 from fastdtm.config import Settings, SettingsError
+from fastdtm.errors import StoreUnavailable
+from fastdtm.store.embedded import parse_sqlite_url
+from fastdtm.store.sqlite_db import ensure_free
 
 log = logging.getLogger("fastdtm")
 
 # flag -> (Settings field, type, help)
 _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
-    "--store": ("store", str, "redis://host:port/db or redis+cluster://h1:p1,h2:p2 (env FASTDTM_STORE)"),
+    "--store": (
+        "store",
+        str,
+        "sqlite:///path.db (default ./fastdtm.db), redis://host:port/db or redis+cluster://h1:p1,h2:p2",
+    ),
     "--host": ("host", str, "address to listen on (default 0.0.0.0)"),
     "--port": ("port", int, "HTTP port (default 36789, DTM's)"),
     "--workers": ("workers", int, "worker processes; each is a node of its own (default 1)"),
@@ -64,8 +71,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def serve(settings: Settings) -> int:
+    if settings.embedded:
+        try:
+            ensure_free(parse_sqlite_url(settings.store))
+        except StoreUnavailable as exc:
+            log.error("%s", exc)
+            return 2
     if settings.store_defaulted:
-        log.warning("no --store given: using the default store %s", settings.store)
+        log.info(
+            "fastdtm %s on the embedded store %s (the default; --store redis://... to run several nodes)",
+            __version__,
+            settings.store,
+        )
     else:
         log.info("fastdtm %s on store %s", __version__, settings.store)
     common = {"host": settings.host, "port": settings.port, "loop": "uvloop", "http": "httptools", "log_config": None}

@@ -15,7 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-DEFAULT_STORE: Final = "redis://127.0.0.1:6379/0"
+from fastdtm.store.embedded import parse_sqlite_url
+
+DEFAULT_STORE: Final = "sqlite:///./fastdtm.db"
 
 # setting name -> DTM's environment name, for users who migrate with their DTM config.
 _DTM_ENV_NAMES: Final[Mapping[str, str]] = {
@@ -83,8 +85,28 @@ class Settings:
             raise SettingsError(f"Setting 'claim_batch' must be within 1..1000, got {self.claim_batch!r}.")
         if self.workers < 1:
             raise SettingsError(f"Setting 'workers' must be >= 1, got {self.workers!r}.")
-        if not self.store.startswith(("redis://", "rediss://", "redis+cluster://")):
-            raise SettingsError(f"Setting 'store' must be a redis:// or redis+cluster:// URL, got {self.store!r}.")
+        self._check_store()
+
+    def _check_store(self) -> None:
+        if not self.embedded:
+            if not self.store.startswith(("redis://", "rediss://", "redis+cluster://")):
+                raise SettingsError(
+                    f"Setting 'store' must be a sqlite:///path, redis:// or redis+cluster:// URL, got {self.store!r}."
+                )
+            return
+        try:
+            parse_sqlite_url(self.store)
+        except ValueError as exc:
+            raise SettingsError(f"Setting 'store': {exc}") from None
+        if self.workers > 1:
+            raise SettingsError(
+                "The embedded store (sqlite://) serves one node: run --workers 1, or use Redis for several."
+            )
+
+    @property
+    def embedded(self) -> bool:
+        """The single-node SQLite store (the default) rather than Redis."""
+        return self.store.startswith("sqlite:")
 
     @property
     def lease_renew(self) -> float:

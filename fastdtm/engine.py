@@ -156,10 +156,13 @@ class _Runner:
             if step.wake_at_ms:
                 self.schedule = _Schedule(self.schedule.interval_ms, step.wake_at_ms, dirty=True)
                 break
-            if self._start(step) and not self.tasks:
+            remote = self._finish_local(step)
+            if step.start and not remote and not self.tasks:
                 continue  # only I/O-free progress: decide again before writing anything
             if self.pending:
+                # Recorded before the next calls go out: a crash now re-runs as little as possible.
                 await self._flush()
+            self._launch(remote)
             if not self.tasks:
                 break
             await self._wait_one()
@@ -167,19 +170,22 @@ class _Runner:
             await self._flush()
         return True
 
-    def _start(self, step: Step) -> bool:
-        """Launches the step's calls; returns True if some finished at once (empty URL = success)."""
-        local = False
+    def _finish_local(self, step: Step) -> list[Call]:
+        """Records the calls that need no I/O (empty URL = success); returns the others."""
+        remote = []
         for call in step.start:
             self.rnd.attempts[call.index] = self.rnd.attempts.get(call.index, 0) + 1
-            if not call.url:
+            if call.url:
+                remote.append(call)
+            else:
                 self._record(call, CallResult(Outcome.SUCCESS, "empty url"))
-                local = True
-                continue
+        return remote
+
+    def _launch(self, calls: list[Call]) -> None:
+        for call in calls:
             task = asyncio.get_running_loop().create_task(self.engine.invoker.call(self.rnd.trans, call))
             self.tasks[task] = call
             self.rnd.running.add(call.index)
-        return local
 
     async def _wait_one(self) -> None:
         done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)

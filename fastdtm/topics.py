@@ -24,7 +24,8 @@ from fastdtm import wire
 from fastdtm.clock import Clock
 from fastdtm.errors import Conflict, Invalid, NotFound, ServerError
 from fastdtm.models import check_http_url
-from fastdtm.store.kv import MAX_KEY, KVEntry, RedisKV
+from fastdtm.store.kv import MAX_KEY, KVEntry
+from fastdtm.store.kv_base import KV
 
 CAT: Final = "topics"
 #: DTM's branch URL column is 1024 characters; a subscriber's URL becomes a branch URL.
@@ -48,9 +49,9 @@ Edit = Callable[[list[Subscriber] | None], list[Subscriber]]
 
 
 class Topics:
-    """Topic subscriptions in a `RedisKV`; `clock` stamps the entries' create/update times."""
+    """Topic subscriptions in a KV store (Redis or embedded); `clock` stamps the entries' create/update times."""
 
-    def __init__(self, kv: RedisKV, clock: Clock, *, attempts: int = ATTEMPTS) -> None:
+    def __init__(self, kv: KV, clock: Clock, *, attempts: int = ATTEMPTS) -> None:
         self.kv = kv
         self.clock = clock
         self.attempts = attempts

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import NoReturn, TypeVar
 
 import pytest
@@ -77,16 +78,31 @@ def redis_cluster(pytestconfig: pytest.Config) -> Iterator[ClusterTarget]:
         yield cluster
 
 
-STORES = [pytest.param("redis", id="redis"), pytest.param("cluster", id="cluster", marks=pytest.mark.cluster)]
+REDIS_STORES = [pytest.param("redis", id="redis"), pytest.param("cluster", id="cluster", marks=pytest.mark.cluster)]
+#: Every store a node can run on: the conformance suite runs each scenario on all of them.
+STORES = [*REDIS_STORES, pytest.param("sqlite", id="sqlite")]
 
 
-@pytest.fixture(params=STORES)
-def store_url(request: pytest.FixtureRequest) -> str:
-    """A flushed Redis store URL: standalone (`redis://`) or cluster (`redis+cluster://`)."""
-    name = "redis_standalone" if request.param == "redis" else "redis_cluster"
+def fresh_store_url(request: pytest.FixtureRequest, kind: str, directory: Path) -> str:
+    """A flushed Redis (standalone or cluster), or a new embedded store file in `directory`."""
+    if kind == "sqlite":
+        return f"sqlite:///{directory / 'fastdtm.db'}"
+    name = "redis_standalone" if kind == "redis" else "redis_cluster"
     backend: RedisTarget = request.getfixturevalue(name)
     backend.flush()
     return backend.url
+
+
+@pytest.fixture(params=STORES)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh store of every kind: standalone Redis, Redis Cluster, the embedded SQLite file."""
+    return fresh_store_url(request, request.param, tmp_path)
+
+
+@pytest.fixture(params=REDIS_STORES)
+def redis_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A flushed Redis store, for what only Redis has: several nodes on one store, Lua scripts, keys."""
+    return fresh_store_url(request, request.param, tmp_path)
 
 
 @pytest.fixture

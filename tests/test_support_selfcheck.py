@@ -80,15 +80,15 @@ def test_redis_server_that_cannot_start_shows_its_log(redis_standalone: RedisTar
         RedisServer(["--no-such-directive", "1"])
 
 
-def test_store_url_is_flushed(store_url: str) -> None:
-    if store_url.startswith("redis+cluster://"):
-        host, _, port = store_url.removeprefix("redis+cluster://").split(",")[0].rpartition(":")
+def test_store_url_is_flushed(redis_url: str) -> None:
+    if redis_url.startswith("redis+cluster://"):
+        host, _, port = redis_url.removeprefix("redis+cluster://").split(",")[0].rpartition(":")
         with ClusterClient(host=host, port=int(port), decode_responses=True) as cluster:
             assert cluster.dbsize() == 0
             cluster.set("{selfcheck}:k", "v")
             assert cluster.get("{selfcheck}:k") == "v"
         return
-    with redis.Redis.from_url(store_url) as client:
+    with redis.Redis.from_url(redis_url) as client:
         assert client.dbsize() == 0
 
 

@@ -1,8 +1,8 @@
 """The topic and KV routes of DTM's HTTP API (`subscribe`, `unsubscribe`, `topic/{name}`, `scanKV`,
-`queryKV`), mounted under `/api/dtmsvr`: read the query, call `Topics` / `RedisKV`, encode the reply.
+`queryKV`), mounted under `/api/dtmsvr`: read the query, call `Topics` / the KV store, encode the reply.
 
 Handlers find their objects in lifespan state: `request.state.topics` (a `Topics`) and
-`request.state.kv` (a `RedisKV`).
+`request.state.kv` (a `KV`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from starlette.routing import Route
 
 from fastdtm.api.http import json_response, success
 from fastdtm.errors import Invalid
-from fastdtm.store.kv import KVEntry, RedisKV, check_cat, check_key
+from fastdtm.store.kv import KVEntry, check_cat, check_key
+from fastdtm.store.kv_base import KV
 from fastdtm.topics import Topics
 from fastdtm.wire import go_time
 
@@ -29,8 +30,8 @@ def _topics(request: Request) -> Topics:
     return topics
 
 
-def _kv(request: Request) -> RedisKV:
-    kv: RedisKV = request.state.kv
+def _kv(request: Request) -> KV:
+    kv: KV = request.state.kv
     return kv
 
 

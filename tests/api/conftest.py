@@ -7,17 +7,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import STORES
+from tests.conftest import STORES, fresh_store_url
 from tests.support.node import FastdtmNode, NodeFactory
-from tests.support.redis_servers import RedisTarget
 
 
 @pytest.fixture(scope="module", params=STORES)
-def store_url(request: pytest.FixtureRequest) -> str:
-    name = "redis_standalone" if request.param == "redis" else "redis_cluster"
-    backend: RedisTarget = request.getfixturevalue(name)
-    backend.flush()
-    return backend.url
+def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return fresh_store_url(request, request.param, tmp_path_factory.mktemp("store"))
 
 
 @pytest.fixture(scope="module")

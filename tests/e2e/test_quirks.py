@@ -15,7 +15,7 @@ import redis
 from fastdtm.sharding import Keys
 from tests.e2e.helpers import statuses
 from tests.support.busi import BusiServer
-from tests.support.node import FastdtmNode, query, wait_status
+from tests.support.node import FastdtmNode, NodeFactory, query, wait_status
 
 KEYS = Keys()
 
@@ -78,8 +78,12 @@ def test_quirk3_reset_next_cron_time_moves_the_schedule(
 
 
 def test_quirk4_finished_and_orphaned_gids_leave_the_due_index(
-    client: httpx.Client, busi: BusiServer, store_url: str, node: FastdtmNode
+    node_factory: NodeFactory, busi: BusiServer, redis_url: str
 ) -> None:
+    # Inspects Redis keys directly: Redis stores only (tests/store covers the embedded one).
+    node = node_factory(redis_url)
+    client = httpx.Client(base_url=node.dtm, timeout=15)
+    store_url = redis_url
     gid = "quirk4-saga"
     body = {"gid": gid, "trans_type": "saga", "steps": [{"action": busi.url("/A")}], "payloads": ["{}"]}
     client.post("/submit", json={**body, "wait_result": True})
@@ -94,6 +98,7 @@ def test_quirk4_finished_and_orphaned_gids_leave_the_due_index(
         assert time.monotonic() < deadline, "the orphan stayed in the due index"
         time.sleep(0.1)
     r.close()
+    client.close()
 
 
 def _sync_client(store_url: str) -> redis.Redis | redis.RedisCluster:

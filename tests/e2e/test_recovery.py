@@ -23,17 +23,17 @@ KEYS = Keys()
 LEASE_TTL = 1.5  # the test nodes' --lease-ttl (tests/support/node.py)
 
 
-def sync_client(store_url: str) -> redis.Redis | RedisCluster:
-    if store_url.startswith("redis+cluster://"):
+def sync_client(redis_url: str) -> redis.Redis | RedisCluster:
+    if redis_url.startswith("redis+cluster://"):
         # One startup node is enough: the client discovers the others.
-        host, port = store_url.removeprefix("redis+cluster://").split(",")[0].rsplit(":", 1)
+        host, port = redis_url.removeprefix("redis+cluster://").split(",")[0].rsplit(":", 1)
         return RedisCluster(host=host, port=int(port), decode_responses=True)
-    return redis.Redis.from_url(store_url, decode_responses=True)
+    return redis.Redis.from_url(redis_url, decode_responses=True)
 
 
 @pytest.fixture
-def store(store_url: str) -> Iterator[redis.Redis | RedisCluster]:
-    client = sync_client(store_url)
+def store(redis_url: str) -> Iterator[redis.Redis | RedisCluster]:
+    client = sync_client(redis_url)
     yield client
     client.close()
 
@@ -57,10 +57,10 @@ def wait_for(condition: object, timeout: float, what: str) -> None:
 
 
 def test_a_saga_whose_node_was_killed_mid_branch_is_finished_by_another_node(
-    node_factory: NodeFactory, store_url: str, busi: BusiServer
+    node_factory: NodeFactory, redis_url: str, busi: BusiServer
 ) -> None:
-    first = node_factory(store_url, env={"FASTDTM_NODE_ID": "first"})
-    second = node_factory(store_url, env={"FASTDTM_NODE_ID": "second"})
+    first = node_factory(redis_url, env={"FASTDTM_NODE_ID": "first"})
+    second = node_factory(redis_url, env={"FASTDTM_NODE_ID": "second"})
     # The first call of TransOut hangs: the node that made it dies meanwhile.
     busi.script("/TransOut", [Reply(200, delay=5.0), 200])
     s = saga.Saga(first.dtm, utils.gen_gid(first.dtm))
@@ -77,11 +77,11 @@ def test_a_saga_whose_node_was_killed_mid_branch_is_finished_by_another_node(
 
 
 def test_leases_split_between_nodes_and_move_to_the_survivor_within_the_ttl(
-    node_factory: NodeFactory, store_url: str, store: redis.Redis | RedisCluster
+    node_factory: NodeFactory, redis_url: str, store: redis.Redis | RedisCluster
 ) -> None:
-    node_factory(store_url, env={"FASTDTM_NODE_ID": "node-a"})
+    node_factory(redis_url, env={"FASTDTM_NODE_ID": "node-a"})
     wait_for(lambda: lease_holders(store)["node-a"] == KEYS.shards, 10, "node-a holds every shard alone")
-    b = node_factory(store_url, env={"FASTDTM_NODE_ID": "node-b"})
+    b = node_factory(redis_url, env={"FASTDTM_NODE_ID": "node-b"})
     # Rendezvous hashing: a newcomer gets roughly half of the shards, handed over without waiting for a TTL.
     wait_for(
         lambda: (
@@ -101,10 +101,10 @@ def test_leases_split_between_nodes_and_move_to_the_survivor_within_the_ttl(
 
 
 def test_a_node_stopping_cleanly_hands_its_shards_over_at_once(
-    node_factory: NodeFactory, store_url: str, store: redis.Redis | RedisCluster
+    node_factory: NodeFactory, redis_url: str, store: redis.Redis | RedisCluster
 ) -> None:
-    node_factory(store_url, "--lease-ttl", "30", env={"FASTDTM_NODE_ID": "stays"})
-    leaving = node_factory(store_url, "--lease-ttl", "30", env={"FASTDTM_NODE_ID": "leaves"})
+    node_factory(redis_url, "--lease-ttl", "30", env={"FASTDTM_NODE_ID": "stays"})
+    leaving = node_factory(redis_url, "--lease-ttl", "30", env={"FASTDTM_NODE_ID": "leaves"})
     wait_for(lambda: lease_holders(store)["leaves"] > 0, 10, "the second node owns shards")
     leaving.stop()
     # With a 30 s TTL, only a release on shutdown explains a quick takeover.
@@ -133,10 +133,10 @@ def test_transactions_spread_over_every_cluster_master(
 
 
 def test_node_and_saga_status_shown_by_query_on_any_node(
-    node_factory: NodeFactory, store_url: str, busi: BusiServer
+    node_factory: NodeFactory, redis_url: str, busi: BusiServer
 ) -> None:
-    a = node_factory(store_url)
-    b = node_factory(store_url)
+    a = node_factory(redis_url)
+    b = node_factory(redis_url)
     s = saga.Saga(a.dtm, utils.gen_gid(a.dtm)).add({}, busi.url("/A"), busi.url("/C"))
     s.trans_base.wait_result = True
     s.submit()

@@ -1,4 +1,4 @@
-"""Fixtures of the Lua-script tests: a client per test on the flushed `store_url` (standalone and cluster), and a
+"""Fixtures of the Lua-script tests: a client per test on the flushed `redis_url` (standalone and cluster), and a
 `RedisStore` over it for the tests that check how tagged replies become exceptions."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from tests.lua.support import FINISHED_TTL_MS, KEYS
 
 
 @pytest.fixture
-async def client(store_url: str) -> AsyncIterator[Client]:
-    client = connect(store_url)
+async def client(redis_url: str) -> AsyncIterator[Client]:
+    client = connect(redis_url)
     try:
         yield client
     finally:

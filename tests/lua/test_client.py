@@ -23,8 +23,8 @@ async def test_every_script_file_loads_with_a_header() -> None:
         assert "-- Returns: " in script.source, name
 
 
-async def test_a_script_is_loaded_again_after_the_server_forgot_it(store_url: str) -> None:
-    client = connect(store_url)
+async def test_a_script_is_loaded_again_after_the_server_forgot_it(redis_url: str) -> None:
+    client = connect(redis_url)
     try:
         await seed(client, "g1", fields_of("g1"), due=T0)
         g, b, due, _, _ = KEYS.of_trans("g1")
@@ -39,10 +39,10 @@ async def test_a_script_is_loaded_again_after_the_server_forgot_it(store_url: st
         await _close(client)
 
 
-async def test_aclose_gives_back_every_connection(store_url: str) -> None:
-    servers = _servers(store_url)
+async def test_aclose_gives_back_every_connection(redis_url: str) -> None:
+    servers = _servers(redis_url)
     baseline = await _connections(servers)
-    client = connect(store_url)
+    client = connect(redis_url)
     try:
         # One call first: redis-py 8.1's cluster client races with itself when its very first commands are
         # concurrent (some fail with AttributeError inside the connection) while it learns the slot map.
@@ -65,10 +65,10 @@ async def _close(client: Client) -> None:
         await client.connection_pool.aclose()
 
 
-def _servers(store_url: str) -> list[Address]:
-    if store_url.startswith(CLUSTER_SCHEME):
-        return cluster_masters(parse_cluster_url(store_url))
-    parts = urlsplit(store_url)
+def _servers(redis_url: str) -> list[Address]:
+    if redis_url.startswith(CLUSTER_SCHEME):
+        return cluster_masters(parse_cluster_url(redis_url))
+    parts = urlsplit(redis_url)
     assert parts.hostname is not None and parts.port is not None
     return [(parts.hostname, parts.port)]
 

@@ -28,8 +28,8 @@ from tests.lua.support import (
 from tests.support.redis_servers import CLUSTER_SCHEME
 
 
-def cluster_of(store_url: str, client: Client) -> RedisCluster:
-    if not store_url.startswith(CLUSTER_SCHEME):
+def cluster_of(redis_url: str, client: Client) -> RedisCluster:
+    if not redis_url.startswith(CLUSTER_SCHEME):
         pytest.skip("hash slots exist only on Redis Cluster")
     assert isinstance(client, RedisCluster)
     return client
@@ -51,8 +51,8 @@ def shard_keys(shard: int) -> list[list[str]]:
     ]
 
 
-async def test_each_scripts_keys_share_a_slot_and_the_shards_cover_every_master(store_url: str, client: Client) -> None:
-    cluster = cluster_of(store_url, client)
+async def test_each_scripts_keys_share_a_slot_and_the_shards_cover_every_master(redis_url: str, client: Client) -> None:
+    cluster = cluster_of(redis_url, client)
     await cluster.initialize()  # loads the slot map that `get_node_from_key` reads
     calls = [keys for i in range(2_000) for keys in script_keys(f"gid-{i}")]
     calls += [keys for shard in range(KEYS.shards) for keys in shard_keys(shard)]
@@ -68,8 +68,8 @@ async def test_each_scripts_keys_share_a_slot_and_the_shards_cover_every_master(
     assert len(masters) == 3
 
 
-async def test_every_script_runs_on_every_master(store_url: str, client: Client) -> None:
-    cluster = cluster_of(store_url, client)
+async def test_every_script_runs_on_every_master(redis_url: str, client: Client) -> None:
+    cluster = cluster_of(redis_url, client)
     lease = "node-a 5f0c1e9a7b3d2c4e"
     # One gid per shard, so that every master serves some of the calls below.
     gids = [gids_in_shard(shard, 1)[0] for shard in range(KEYS.shards)]
@@ -97,8 +97,8 @@ async def test_every_script_runs_on_every_master(store_url: str, client: Client)
         assert stored, f"no transaction landed on {node.name}"
 
 
-async def test_a_call_mixing_two_shards_is_refused_by_the_client(store_url: str, client: Client) -> None:
-    cluster = cluster_of(store_url, client)
+async def test_a_call_mixing_two_shards_is_refused_by_the_client(redis_url: str, client: Client) -> None:
+    cluster = cluster_of(redis_url, client)
     mine, other = gids_in_shard(1, 1)[0], gids_in_shard(200, 1)[0]
     g, b, due, idx, exp = KEYS.of_trans(mine)
     other_due = KEYS.due(KEYS.shard_of(other))
