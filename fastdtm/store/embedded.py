@@ -19,12 +19,13 @@ from collections.abc import Sequence
 from typing import Final
 
 from fastdtm.clock import Clock, SystemClock
-from fastdtm.errors import Invalid, LeaseLost, Refused, Stale, TransNotFound
+from fastdtm.errors import Invalid, Refused
 from fastdtm.metrics import Metrics
 from fastdtm.models import Branch, Transaction
 from fastdtm.states import TERMINAL, TransStatus
 from fastdtm.store import sqlite_cron as cron, sqlite_trans as sql
 from fastdtm.store.base import Change, ListPage, ListQuery
+from fastdtm.store.replies import raise_for
 from fastdtm.store.sqlite_db import Database, StoreInUse
 
 __all__ = ["EmbeddedStore", "StoreInUse", "parse_sqlite_url"]
@@ -85,29 +86,17 @@ class EmbeddedStore:
         self._count("transition")
         expire_at = change.now_ms + self.finished_ttl_ms if change.status in TERMINAL else None
         reply = await self.db.write(sql.transition, change, expire_at, self.clock.now_ms())
-        if reply[0] == "STALE":
-            raise Stale(reply[1])
-        if reply[0] == "NOT_FOUND":
-            raise TransNotFound(change.gid)
+        raise_for(reply, change.gid)
 
     async def register_branches(self, gid: str, trans_type: str, branches: Sequence[Branch], now_ms: int) -> None:
         self._count("register_branch")
         reply = await self.db.write(sql.register_branch, gid, trans_type, branches, now_ms, self.clock.now_ms())
-        tag = reply[0]
-        if tag == "NOT_FOUND":
-            raise TransNotFound(gid)
-        if tag == "NOT_PREPARED":
-            raise Stale(reply[1])
-        if tag == "WRONG_TYPE":
-            raise Refused(f"transaction '{gid}' is a {reply[1]}, not a {trans_type}")
-        if tag == "DUPLICATE":
-            raise Refused(f"branch {reply[1].removeprefix('u:')} of '{gid}' is already registered (UniqueKeyConflict)")
+        raise_for(reply, gid, trans_type=trans_type)
 
     async def touch(self, gid: str, next_cron_ms: int, now_ms: int) -> TransStatus:
         self._count("touch")
         reply = await self.db.write(sql.touch, gid, next_cron_ms, now_ms, self.clock.now_ms())
-        if reply[0] == "NOT_FOUND":
-            raise TransNotFound(gid)
+        raise_for(reply, gid)
         return TransStatus(reply[1])
 
     async def reset_cron(self, threshold_ms: int, now_ms: int, limit: int) -> tuple[int, bool]:
@@ -125,8 +114,7 @@ class EmbeddedStore:
     async def claim_due(self, shard: int, lease: str, now_ms: int, limit: int, until_ms: int) -> list[str]:
         self._count("claim_due")
         reply = await self.db.write(cron.claim_due, shard, lease, now_ms, limit, until_ms, self.clock.now_ms())
-        if reply[0] == "LEASE_LOST":
-            raise LeaseLost(f"shard {shard}")
+        raise_for(reply, "", shard=shard)
         return list(reply[1:])
 
     async def acquire_lease(self, shard: int, lease: str, ttl_ms: int) -> bool:

@@ -19,13 +19,14 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
-from fastdtm.errors import Invalid, LeaseLost, Refused, Stale, StoreUnavailable, TransNotFound
+from fastdtm.errors import Invalid, StoreUnavailable
 from fastdtm.metrics import Metrics
 from fastdtm.models import Branch, Transaction
 from fastdtm.sharding import Keys
 from fastdtm.states import TERMINAL, TransStatus
 from fastdtm.store import hashes
 from fastdtm.store.base import Change, ListPage, ListQuery
+from fastdtm.store.replies import raise_for
 
 Client: TypeAlias = "aioredis.Redis | RedisCluster"
 
@@ -139,10 +140,7 @@ class RedisStore:
         expire = change.now_ms + self.finished_ttl_ms if finished else ""
         args = [change.gid, change.expected, change.status, schedule, expire, *hashes.change_fields(change)]
         reply = await self._run("transition", [g, b, due, exp], args)
-        if reply[0] == "STALE":
-            raise Stale(reply[1])
-        if reply[0] == "NOT_FOUND":
-            raise TransNotFound(change.gid)
+        raise_for(reply, change.gid)
 
     async def register_branches(self, gid: str, trans_type: str, branches: Sequence[Branch], now_ms: int) -> None:
         g, b, *_ = self.keys.of_trans(gid)
@@ -150,21 +148,12 @@ class RedisStore:
         for branch in branches:
             args += [hashes.branch_record(branch), hashes.unique_field(branch), branch.status]
         reply = await self._run("register_branch", [g, b], args)
-        tag = reply[0]
-        if tag == "NOT_FOUND":
-            raise TransNotFound(gid)
-        if tag == "NOT_PREPARED":
-            raise Stale(reply[1])
-        if tag == "WRONG_TYPE":
-            raise Refused(f"transaction '{gid}' is a {reply[1]}, not a {trans_type}")
-        if tag == "DUPLICATE":
-            raise Refused(f"branch {reply[1].removeprefix('u:')} of '{gid}' is already registered (UniqueKeyConflict)")
+        raise_for(reply, gid, trans_type=trans_type)
 
     async def touch(self, gid: str, next_cron_ms: int, now_ms: int) -> TransStatus:
         g, _, due, _, _ = self.keys.of_trans(gid)
         reply = await self._run("touch", [g, due], [gid, next_cron_ms, now_ms])
-        if reply[0] == "NOT_FOUND":
-            raise TransNotFound(gid)
+        raise_for(reply, gid)
         return TransStatus(reply[1])
 
     async def reset_cron(self, threshold_ms: int, now_ms: int, limit: int) -> tuple[int, bool]:
@@ -185,8 +174,7 @@ class RedisStore:
     async def claim_due(self, shard: int, lease: str, now_ms: int, limit: int, until_ms: int) -> list[str]:
         keys = [self.keys.lease(shard), self.keys.due(shard), self.keys.index(shard), self.keys.expiring(shard)]
         reply = await self._run("claim_due", keys, [lease, now_ms, limit, until_ms])
-        if reply[0] == "LEASE_LOST":
-            raise LeaseLost(f"shard {shard}")
+        raise_for(reply, "", shard=shard)
         return list(reply[1:])
 
     async def acquire_lease(self, shard: int, lease: str, ttl_ms: int) -> bool:
