@@ -20,6 +20,7 @@ run-redis: $(STAMP)
 test: $(STAMP) lint typecheck
 	./scripts/ensure-redis.sh
 	./scripts/ensure-mariadb.sh
+	./scripts/warm-interop.sh
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -1,0 +1,93 @@
+"""The real DTM Go SDK (github.com/dtm-labs/client v1.17.3) against fastdtm: scenarios S28 and S30 of
+reference/dtm-clients.md §6.2 plus the Redis barrier. The Go test package in `go/` is compiled once per
+session with `go test -c`, then run as a subprocess against a fresh node on every store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import missing_toolchain
+from tests.support.node import FastdtmNode
+from tests.support.processes import tail
+
+GO_DIR = Path(__file__).resolve().parent / "go"
+GO_FALLBACK = Path("/usr/local/go/bin/go")
+BUILD_TIMEOUT = 900.0  # a cold module cache downloads the SDK and its dependencies
+RUN_TIMEOUT = 120.0
+PARALLEL = "4"
+
+# pytest-timeout's 120 s covers fixtures too, and the first test builds the binary.
+pytestmark = pytest.mark.timeout(BUILD_TIMEOUT + RUN_TIMEOUT + 60)
+
+
+def go_binary() -> str:
+    found = shutil.which("go")
+    if found:
+        return found
+    if GO_FALLBACK.is_file() and os.access(GO_FALLBACK, os.X_OK):
+        return str(GO_FALLBACK)
+    missing_toolchain("go not found on PATH nor at /usr/local/go/bin/go: the Go SDK interop suite needs Go >= 1.21")
+
+
+def go_env() -> dict[str, str]:
+    env = dict(os.environ)
+    flags = env.get("GOFLAGS", "")
+    if "-mod=" not in flags:
+        env["GOFLAGS"] = f"{flags} -mod=mod".strip()
+    # The SDK rewrites localhost to host.docker.internal when this is set.
+    env.pop("IS_DOCKER", None)
+    return env
+
+
+@pytest.fixture(scope="session")
+def go_test_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    go = go_binary()
+    out = tmp_path_factory.mktemp("go-interop") / "interop.test"
+    try:
+        built = subprocess.run(
+            [go, "test", "-c", "-o", str(out), "."],
+            cwd=GO_DIR,
+            env=go_env(),
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"go test -c took longer than {BUILD_TIMEOUT:.0f} s:\n{exc.output or ''}", pytrace=False)
+    if built.returncode != 0 or not out.is_file():
+        pytest.fail(f"go test -c failed ({built.returncode}):\n{built.stdout}\n{built.stderr}", pytrace=False)
+    return out
+
+
+@pytest.fixture
+def redis_addr(request: pytest.FixtureRequest, store_url: str) -> str | None:
+    """The standalone Redis the barrier tests keep their balances in; only with a Redis store."""
+    if store_url.startswith("sqlite:"):
+        return None
+    url: str = request.getfixturevalue("redis_standalone").url
+    return url
+
+
+def test_go_sdk_suite(go_test_binary: Path, node: FastdtmNode, redis_addr: str | None) -> None:
+    env = go_env()
+    env["DTM_URL"] = node.dtm
+    env.pop("REDIS_ADDR", None)
+    if redis_addr is not None:
+        env["REDIS_ADDR"] = redis_addr
+    argv = [str(go_test_binary), "-test.v", "-test.parallel", PARALLEL, "-test.timeout", f"{RUN_TIMEOUT - 10:.0f}s"]
+    try:
+        ran = subprocess.run(argv, cwd=GO_DIR, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired as exc:
+        output = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        pytest.fail(f"the Go SDK suite ran longer than {RUN_TIMEOUT:.0f} s:\n{tail(output, 200)}", pytrace=False)
+    output = ran.stdout + ran.stderr
+    assert ran.returncode == 0, f"the Go SDK suite failed ({ran.returncode}):\n{tail(output, 400)}"
+    assert "--- FAIL" not in output
+    skipped = [line.strip() for line in output.splitlines() if line.strip().startswith("--- SKIP")]
+    expected_skips = 0 if redis_addr is not None else 2
+    assert len(skipped) == expected_skips, f"unexpected skips: {skipped}\n{tail(output, 100)}"
