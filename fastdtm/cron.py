@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from fastdtm.clock import Clock
 from fastdtm.config import Settings
 from fastdtm.engine import Engine
-from fastdtm.errors import LeaseLost, StoreError
+from fastdtm.errors import StoreError
 from fastdtm.metrics import Metrics
 from fastdtm.store.base import Store
 from fastdtm.ticker import Ticker
@@ -130,18 +130,14 @@ class Cron:
         limit = min(room, self.settings.claim_batch)
         shards = sorted(self.owned)
         started = time.perf_counter()
-        claims = await asyncio.gather(
-            *(self.store.claim_due(s, self.lease, now, limit, until) for s in shards), return_exceptions=True
-        )
-        self.metrics.claimed(sum(len(c) for c in claims if isinstance(c, list)), time.perf_counter() - started)
-        for shard, claim in zip(shards, claims, strict=True):
-            if isinstance(claim, LeaseLost):
-                self.owned.discard(shard)
-            elif isinstance(claim, BaseException):
-                log.warning("claim on shard %d failed: %s", shard, claim)
-            else:
-                for gid in claim:
-                    self._dispatch(gid)
+        claims = await self.store.claim_due_many(shards, self.lease, now, limit, until)
+        self.metrics.claimed(sum(len(c) for c in claims.values() if c), time.perf_counter() - started)
+        for shard, claim in claims.items():
+            if claim is None:
+                self.owned.discard(shard)  # fenced: another node holds this shard now
+                continue
+            for gid in claim:
+                self._dispatch(gid)
         self.metrics.leases_held(len(self.owned))
 
     def _dispatch(self, gid: str) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from fastdtm.clock import Clock, SystemClock
-from fastdtm.errors import Invalid, Refused
+from fastdtm.errors import Invalid, LeaseLost, Refused
 from fastdtm.metrics import Metrics
 from fastdtm.models import Branch, Transaction
 from fastdtm.states import TERMINAL, TransStatus
@@ -116,6 +116,17 @@ class EmbeddedStore:
         reply = await self.db.write(cron.claim_due, shard, lease, now_ms, limit, until_ms, self.clock.now_ms())
         raise_for(reply, "", shard=shard)
         return list(reply[1:])
+
+    async def claim_due_many(
+        self, shards: Sequence[int], lease: str, now_ms: int, limit: int, until_ms: int
+    ) -> dict[int, list[str] | None]:
+        claims: dict[int, list[str] | None] = {}
+        for shard in shards:
+            try:
+                claims[shard] = await self.claim_due(shard, lease, now_ms, limit, until_ms)
+            except LeaseLost:
+                claims[shard] = None
+        return claims
 
     async def acquire_lease(self, shard: int, lease: str, ttl_ms: int) -> bool:
         self._count("lease_acquire")

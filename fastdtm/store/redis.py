@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -19,7 +20,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
-from fastdtm.errors import Invalid, StoreUnavailable
+from fastdtm.errors import Invalid, LeaseLost, StoreUnavailable
 from fastdtm.metrics import Metrics
 from fastdtm.models import Branch, Transaction
 from fastdtm.sharding import Keys
@@ -27,6 +28,8 @@ from fastdtm.states import TERMINAL, TransStatus
 from fastdtm.store import hashes
 from fastdtm.store.base import Change, ListPage, ListQuery
 from fastdtm.store.replies import raise_for
+
+log = logging.getLogger(__name__)
 
 Client: TypeAlias = "aioredis.Redis | RedisCluster"
 
@@ -177,6 +180,40 @@ class RedisStore:
         raise_for(reply, "", shard=shard)
         return list(reply[1:])
 
+    async def claim_due_many(
+        self, shards: Sequence[int], lease: str, now_ms: int, limit: int, until_ms: int
+    ) -> dict[int, list[str] | None]:
+        """claim_due on many shards. Standalone: one pipeline, one round trip per cron tick, instead
+        of one per shard (256 by default: most of an idle node's cost). A cluster client has no
+        script pipelining, so there the claims go out concurrently."""
+        if isinstance(self.client, RedisCluster) or not shards:
+            claims = await asyncio.gather(
+                *(self.claim_due(s, lease, now_ms, limit, until_ms) for s in shards), return_exceptions=True
+            )
+            return {s: _claimed(s, c) for s, c in zip(shards, claims, strict=True)}
+        script = self._scripts["claim_due"]
+        replies = await self._pipelined(script, shards, [lease, now_ms, limit, until_ms])
+        return {s: None if r[0] == "LEASE_LOST" else list(r[1:]) for s, r in zip(shards, replies, strict=True)}
+
+    async def _pipelined(self, script: Script, shards: Sequence[int], args: Sequence[str | int]) -> list[Any]:
+        if self.metrics is not None:
+            for _ in shards:
+                self.metrics.store_call(script.name)
+        for attempt in range(2):
+            pipe = self.client.pipeline(transaction=False)
+            for shard in shards:
+                keys = [self.keys.lease(shard), self.keys.due(shard), self.keys.index(shard), self.keys.expiring(shard)]
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+            try:
+                async with _mapped():
+                    return list(await pipe.execute())
+            except StoreUnavailable as exc:
+                if attempt or not isinstance(exc.__cause__, NoScriptError):
+                    raise
+                async with _mapped():
+                    await self.client.script_load(script.source)
+        raise AssertionError("unreachable")
+
     async def acquire_lease(self, shard: int, lease: str, ttl_ms: int) -> bool:
         async with _mapped():
             return bool(await self.client.set(self.keys.lease(shard), lease, nx=True, px=ttl_ms))
@@ -213,6 +250,19 @@ class RedisStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _claimed(shard: int, claim: list[str] | BaseException) -> list[str] | None:
+    """A claim's gids; None when the lease was lost; nothing this tick if the shard's master failed
+    (one unreachable master must not stop the claims on the others; the next tick tries again)."""
+    if isinstance(claim, LeaseLost):
+        return None
+    if isinstance(claim, StoreUnavailable):
+        log.warning("claim on shard %d failed: %s", shard, claim)
+        return []
+    if isinstance(claim, BaseException):
+        raise claim
+    return claim
 
 
 class _Lister:

@@ -1,6 +1,7 @@
-"""The real DTM Go SDK (github.com/dtm-labs/client v1.17.3) against fastdtm: scenarios S28 and S30 of
-reference/dtm-clients.md §6.2 plus the Redis barrier. The Go test package in `go/` is compiled once per
-session with `go test -c`, then run as a subprocess against a fresh node on every store."""
+"""The real DTM Go SDK (github.com/dtm-labs/client v1.17.3) against fastdtm: scenarios S28, S29 (XA on
+MariaDB) and S30 of reference/dtm-clients.md §6.2 plus the Redis and MariaDB (SQL) barriers. The Go test
+package in `go/` is compiled once per session with `go test -c`, then run as a subprocess against a fresh
+node on every store, with the private MariaDB's schemas recreated for each run."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import missing_toolchain
+from tests.support.mariadb import MariaDBServer
 from tests.support.node import FastdtmNode
 from tests.support.processes import tail
+from tests.support.redis_servers import HOST
 
 GO_DIR = Path(__file__).resolve().parent / "go"
 GO_FALLBACK = Path("/usr/local/go/bin/go")
@@ -73,9 +76,14 @@ def redis_addr(request: pytest.FixtureRequest, store_url: str) -> str | None:
     return url
 
 
-def test_go_sdk_suite(go_test_binary: Path, node: FastdtmNode, redis_addr: str | None) -> None:
+def test_go_sdk_suite(
+    go_test_binary: Path, node: FastdtmNode, redis_addr: str | None, barrier_db: MariaDBServer
+) -> None:
     env = go_env()
     env["DTM_URL"] = node.dtm
+    # The XA and SQL barrier tests: dtm_busi and dtm_barrier, freshly recreated for this store's run.
+    env["MARIADB_HOST"] = HOST
+    env["MARIADB_PORT"] = str(barrier_db.port)
     env.pop("REDIS_ADDR", None)
     if redis_addr is not None:
         env["REDIS_ADDR"] = redis_addr
@@ -89,5 +97,6 @@ def test_go_sdk_suite(go_test_binary: Path, node: FastdtmNode, redis_addr: str |
     assert ran.returncode == 0, f"the Go SDK suite failed ({ran.returncode}):\n{tail(output, 400)}"
     assert "--- FAIL" not in output
     skipped = [line.strip() for line in output.splitlines() if line.strip().startswith("--- SKIP")]
+    # Only the two Redis barrier tests skip (on the embedded store); the MariaDB tests always get their env.
     expected_skips = 0 if redis_addr is not None else 2
     assert len(skipped) == expected_skips, f"unexpected skips: {skipped}\n{tail(output, 100)}"

@@ -164,3 +164,10 @@ async def test_store_maps_lease_lost(store: RedisStore, client: Client) -> None:
 
     with pytest.raises(LeaseLost):
         await store.claim_due(SHARD, LEASE, NOW, 10, UNTIL)
+
+
+async def test_claim_many_reloads_the_script_after_the_server_forgot_it(client: Client, store: RedisStore) -> None:
+    # The pipelined claim (standalone) must survive a Redis restart's empty script cache too.
+    assert await store.acquire_lease(0, "node-a t", 60_000)
+    await client.script_flush()
+    assert await store.claim_due_many([0], "node-a t", 1_000, 10, 2_000) == {0: []}

@@ -6,6 +6,7 @@ require (
 	github.com/dtm-labs/client v1.17.3
 	github.com/go-redis/redis/v8 v8.11.5
 	github.com/go-resty/resty/v2 v2.7.0
+	github.com/go-sql-driver/mysql v1.7.0
 )
 
 require (

@@ -180,7 +180,31 @@ async def reset_cron_reports_the_limit_hit(subject: Subject) -> None:
         assert {await schedule_of(store, gid) for gid in gids} == {now}
 
 
+async def claim_many_claims_every_held_shard_in_one_go(subject: Subject) -> None:
+    # The cron's call: one round trip per tick on standalone Redis. Same answers as claim_due per
+    # shard, and a shard whose lease is gone answers None without touching the others.
+    now = wall_ms()
+    async with subject.open() as store:
+        shards = [0, store.shards - 1] if store.shards > 1 else [0]
+        due = {shard: gids_in_shard(subject, shard, 2) for shard in shards}
+        for gids in due.values():
+            await scheduled(store, {gids[0]: now - 5, gids[1]: now + 60_000}, now)
+        for shard in shards:
+            assert await store.acquire_lease(shard, LEASE, 60_000)
+
+        claims = await store.claim_due_many(shards, LEASE, now, 100, now + 1_000)
+
+        assert claims == {shard: [gids[0]] for shard, gids in due.items()}
+        assert await store.claim_due_many(shards, LEASE, now, 100, now + 1_000) == {s: [] for s in shards}
+        assert await store.release_lease(shards[-1], LEASE)
+        lost = await store.claim_due_many(shards, LEASE, now + 2_000, 100, now + 3_000)
+        assert lost[shards[-1]] is None
+        if len(shards) > 1:
+            assert lost[shards[0]] == [due[shards[0]][0]]
+
+
 CHECKS = (
+    claim_many_claims_every_held_shard_in_one_go,
     claim_takes_what_is_due_by_schedule,
     claim_takes_at_most_limit_earliest_first,
     claim_without_the_lease_is_lease_lost_and_writes_nothing,
