@@ -368,7 +368,7 @@ func TestBarrierMariaDBMsg(t *testing.T) {
 		gid := dtmcli.MustGenGid(dtm)
 		out, in := newAccounts(t, db)
 		msg := dtmcli.NewMsg(dtm, gid).Add(b.url("/TransIn"), sqlReq{in, 30})
-		msg.TimeoutToFail = 1
+		msg.TimeoutToFail = 2 // room for the local step to commit before the check-back
 		msg.RetryInterval = 1
 		if err := msg.Prepare(b.url("/QueryPrepared")); err != nil {
 			t.Fatalf("%s: prepare: %v", tc.name, err)
