@@ -153,6 +153,17 @@ class NoSteps:
         return []
 
 
+def two_phase_step(rnd: Round, confirm: str, cancel: str, order: Sequence[int], *, post: bool = False) -> Step:
+    """TCC and XA: a prepared transaction waits for its app (until its timeout aborts it); then the
+    second phase runs `confirm` (submitted) or `cancel` (aborting) over the records in `order`."""
+    status = rnd.trans.status
+    if status is TransStatus.PREPARED:
+        if is_timed_out(rnd, default_applies=True):
+            return Step(status=TransStatus.ABORTING, reason=timeout_reason(rnd.trans))
+        return Step()
+    return phase_two(rnd, confirm if status is TransStatus.SUBMITTED else cancel, order, post=post)
+
+
 def phase_two(rnd: Round, op: str, order: Sequence[int], *, post: bool = False) -> Step:
     """TCC/XA second phase: call every prepared record of `op` one at a time in `order`; stop at the
     first that does not succeed (the cron retries it); when none is left, the phase is done."""

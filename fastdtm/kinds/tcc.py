@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from fastdtm.kinds.base import NoSteps, Round, Step, is_timed_out, phase_two, timeout_reason
+from fastdtm.kinds.base import NoSteps, Round, Step, two_phase_step
 from fastdtm.models import Branch, BranchRequest
-from fastdtm.states import Op, TransStatus
+from fastdtm.states import Op
 
 
 class Tcc(NoSteps):
@@ -28,10 +28,4 @@ class Tcc(NoSteps):
         ]
 
     def step(self, rnd: Round) -> Step:
-        status = rnd.trans.status
-        if status is TransStatus.PREPARED:
-            if is_timed_out(rnd, default_applies=True):
-                return Step(status=TransStatus.ABORTING, reason=timeout_reason(rnd.trans))
-            return Step()
-        op = Op.CONFIRM if status is TransStatus.SUBMITTED else Op.CANCEL
-        return phase_two(rnd, op, range(len(rnd.branches) - 1, -1, -1))
+        return two_phase_step(rnd, Op.CONFIRM, Op.CANCEL, range(len(rnd.branches) - 1, -1, -1))

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from fastdtm.kinds.base import NoSteps, Round, Step, is_timed_out, phase_two, timeout_reason
+from fastdtm.kinds.base import NoSteps, Round, Step, two_phase_step
 from fastdtm.models import Branch, BranchRequest
-from fastdtm.states import Op, TransStatus
+from fastdtm.states import Op
 
 
 class Xa(NoSteps):
@@ -27,10 +27,4 @@ class Xa(NoSteps):
         ]
 
     def step(self, rnd: Round) -> Step:
-        status = rnd.trans.status
-        if status is TransStatus.PREPARED:
-            if is_timed_out(rnd, default_applies=True):
-                return Step(status=TransStatus.ABORTING, reason=timeout_reason(rnd.trans))
-            return Step()
-        op = Op.COMMIT if status is TransStatus.SUBMITTED else Op.ROLLBACK
-        return phase_two(rnd, op, range(len(rnd.branches)), post=True)
+        return two_phase_step(rnd, Op.COMMIT, Op.ROLLBACK, range(len(rnd.branches)), post=True)
