@@ -38,7 +38,8 @@ from fastdtm.store.embedded import EmbeddedStore, parse_sqlite_url
 from fastdtm.store.embedded_kv import EmbeddedKV
 from fastdtm.store.kv import RedisKV
 from fastdtm.store.kv_base import KV
-from fastdtm.store.redis import RedisStore, connect
+from fastdtm.store.redis import RedisStore
+from fastdtm.store.resp import connect
 from fastdtm.topics import Topics
 
 log = logging.getLogger(__name__)

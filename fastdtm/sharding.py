@@ -42,12 +42,11 @@ and ``a:b``/``c``); ``k`` is the last part of the name and may hold anything.
 
 from __future__ import annotations
 
+import binascii
 import itertools
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-from redis.crc import key_slot
 
 SLOTS = 16384
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -67,7 +66,7 @@ def shard_tags(shards: int) -> tuple[str, ...]:
     tags: list[str | None] = [None] * shards
     missing = shards
     for tag in _candidates():
-        slot = key_slot(tag.encode())
+        slot = slot_of(tag)
         shard = slot * shards // SLOTS
         if tags[shard] is None:
             tags[shard] = tag
@@ -75,6 +74,18 @@ def shard_tags(shards: int) -> tuple[str, ...]:
             if missing == 0:
                 break
     return tuple(t for t in tags if t is not None)
+
+
+def slot_of(key: str) -> int:
+    """The cluster slot of a key, as Redis computes it: CRC16 (XMODEM) of its `{tag}` when it has a
+    non-empty one, else of the whole key, modulo 16384."""
+    data = key.encode()
+    start = data.find(b"{")
+    if start >= 0:
+        end = data.find(b"}", start + 1)
+        if end > start + 1:
+            data = data[start + 1 : end]
+    return binascii.crc_hqx(data, 0) % SLOTS
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,19 +4,21 @@ and scans in key order.
 An entry `(cat, k)` is a hash (`v`, `version`, `create_time`, `update_time`) and each category has a
 sorted set of its keys, all in the one KV shard (see `sharding`). Every write is one script that changes
 the entry and the index together (`lua/kv_*.lua`); reads are plain commands. Redis errors become
-`StoreUnavailable` here, through `store.redis._mapped`; a refused write is a `False`, not an exception,
+`StoreUnavailable` here, through `store.redis.mapped`; a refused write is a `False`, not an exception,
 because for a compare-and-set caller a lost race is an ordinary answer.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from fastdtm.errors import Invalid
 from fastdtm.sharding import Keys
-from fastdtm.store.redis import Client, Script, _mapped
+from fastdtm.store.redis import Script, mapped
+from fastdtm.store.resp import Arg, Commands
 
 #: DTM's SQL schema bounds `cat` at 45 and `k` at 128 characters; so do we, on every store.
 MAX_CAT: Final = 45
@@ -56,7 +58,7 @@ def check_key(k: str, what: str = "key") -> str:
 class RedisKV:
     """KV entries on a Redis client it does not own (the process's one client; the store closes it)."""
 
-    def __init__(self, client: Client, keys: Keys) -> None:
+    def __init__(self, client: Commands, keys: Keys) -> None:
         self.client = client
         self.keys = keys
         self._create = Script("kv_create")
@@ -65,8 +67,8 @@ class RedisKV:
 
     async def get(self, cat: str, k: str) -> KVEntry | None:
         key = self.keys.kv(check_cat(cat), check_key(k))
-        async with _mapped():
-            fields: Mapping[str, str] = await self.client.hgetall(key)  # type: ignore[assignment]
+        async with mapped():
+            fields = await self.client.execute(key, "HGETALL", key)
         return _entry(cat, k, fields)
 
     async def create(self, cat: str, k: str, v: str, now_ms: int) -> bool:
@@ -94,10 +96,9 @@ class RedisKV:
         if limit < 1:
             raise Invalid(f"limit must be at least 1, got {limit}.")
         low = f"({position}" if position else "-"
-        async with _mapped():
-            found: list[str] = await self.client.zrangebylex(  # type: ignore[assignment]
-                self.keys.kv_index(check_cat(cat)), low, "+", start=0, num=limit + 1
-            )
+        index = self.keys.kv_index(check_cat(cat))
+        async with mapped():
+            found: list[str] = await self.client.execute(index, "ZRANGEBYLEX", index, low, "+", "LIMIT", 0, limit + 1)
             page = found[:limit]
             entries = await self._read(cat, page)
         # One key more than asked for tells whether another page exists, so the last page ends with "".
@@ -117,20 +118,21 @@ class RedisKV:
         """The entries of keys taken from the index, in one round trip; one deleted meanwhile is left out."""
         if not ks:
             return []
-        pipe = self.client.pipeline(transaction=False)
-        for k in ks:
-            pipe.hgetall(self.keys.kv(cat, k))
-        replies: list[Mapping[str, str]] = await pipe.execute()
+        keys = [self.keys.kv(cat, k) for k in ks]
+        # Issued together, so the client sends them as one pipeline.
+        replies = await asyncio.gather(*(self.client.execute(key, "HGETALL", key) for key in keys))
         return [entry for k, fields in zip(ks, replies, strict=True) if (entry := _entry(cat, k, fields))]
 
-    async def _run(self, script: Script, keys: Sequence[str], args: Sequence[str | int]) -> Any:
-        async with _mapped():
-            return await script(self.client, keys, args)
+    async def _run(self, script: Script, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        async with mapped():
+            return await script.run(self.client, keys, args)
 
 
-def _entry(cat: str, k: str, fields: Mapping[str, str]) -> KVEntry | None:
-    if not fields:
+def _entry(cat: str, k: str, flat: Sequence[str]) -> KVEntry | None:
+    """An entry from HGETALL's flat reply (field, value, field, value, ...); None for a missing hash."""
+    if not flat:
         return None
+    fields: Mapping[str, str] = dict(zip(flat[::2], flat[1::2], strict=True))
     return KVEntry(
         cat=cat,
         k=k,

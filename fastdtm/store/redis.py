@@ -13,12 +13,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
-from typing import Any, Final, TypeAlias
-from urllib.parse import urlsplit
-
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.exceptions import NoScriptError, RedisError
+from typing import Any, Final
 
 from fastdtm.errors import Invalid, LeaseLost, StoreUnavailable
 from fastdtm.metrics import Metrics
@@ -28,10 +23,9 @@ from fastdtm.states import TERMINAL, TransStatus
 from fastdtm.store import hashes
 from fastdtm.store.base import Change, ListPage, ListQuery
 from fastdtm.store.replies import raise_for
+from fastdtm.store.resp import Arg, Commands, ReplyError
 
 log = logging.getLogger(__name__)
-
-Client: TypeAlias = "aioredis.Redis | RedisCluster"
 
 SCRIPTS: Final = (
     "create",
@@ -47,7 +41,7 @@ SCRIPTS: Final = (
 
 
 class Script:
-    """One Lua file, called by its SHA1."""
+    """One Lua file, called by its SHA1 (the client loads the source when a server answers NOSCRIPT)."""
 
     __slots__ = ("name", "sha", "source")
 
@@ -56,43 +50,21 @@ class Script:
         self.source = resources.files("fastdtm.lua").joinpath(f"{name}.lua").read_text()
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
-    async def __call__(self, client: Client, keys: Sequence[str], args: Sequence[str | int]) -> Any:
-        try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            await client.script_load(self.source)
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
-
-
-def connect(url: str, max_connections: int = 128) -> Client:
-    """A client for `redis://host:port/db` or `redis+cluster://h1:p1,h2:p2`.
-
-    Callers wait for a free connection instead of failing when all are busy: bursts (a cron tick
-    over every shard, a load spike) queue briefly rather than erroring out.
-    """
-    options: dict[str, Any] = {"decode_responses": True, "socket_timeout": 10, "socket_connect_timeout": 5}
-    if url.startswith("redis+cluster://"):
-        netloc = urlsplit(url).netloc
-        nodes = [ClusterNode(host, int(port)) for host, _, port in (n.rpartition(":") for n in netloc.split(","))]
-        # The cluster client has no blocking pool: give each node room for a burst instead.
-        return RedisCluster(startup_nodes=nodes, max_connections=8 * max_connections, **options)
-    pool = aioredis.BlockingConnectionPool.from_url(url, max_connections=max_connections, timeout=10, **options)
-    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes its sockets
+    async def run(self, client: Commands, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        return await client.evalsha(self.sha, self.source, keys, args)
 
 
 @asynccontextmanager
-async def _mapped() -> AsyncIterator[None]:
-    """The one place redis-py's exceptions become ours."""
+async def mapped() -> AsyncIterator[None]:
+    """The one place the Redis client's exceptions become ours (ConnectionError is an OSError)."""
     try:
         yield
-    except RedisError as exc:
-        raise StoreUnavailable(f"redis: {exc}") from exc
-    except OSError as exc:
+    except (ReplyError, OSError) as exc:
         raise StoreUnavailable(f"redis: {exc}") from exc
 
 
 class RedisStore:
-    def __init__(self, client: Client, keys: Keys, finished_ttl_ms: int, metrics: Metrics | None = None) -> None:
+    def __init__(self, client: Commands, keys: Keys, finished_ttl_ms: int, metrics: Metrics | None = None) -> None:
         self.client = client
         self.metrics = metrics
         self.keys = keys
@@ -103,8 +75,8 @@ class RedisStore:
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
         if self.metrics is not None:
             self.metrics.store_call(name)
-        async with _mapped():
-            return await self._scripts[name](self.client, keys, args)
+        async with mapped():
+            return await self._scripts[name].run(self.client, keys, args)
 
     async def create(self, trans: Transaction, branches: Sequence[Branch]) -> TransStatus | None:
         g, b, due, idx, exp = self.keys.of_trans(trans.gid)
@@ -171,8 +143,9 @@ class RedisStore:
         return moved, False
 
     async def forget(self, gid: str) -> None:
-        async with _mapped():
-            await self.client.zrem(self.keys.due(self.keys.shard_of(gid)), gid)
+        due = self.keys.due(self.keys.shard_of(gid))
+        async with mapped():
+            await self.client.execute(due, "ZREM", due, gid)
 
     async def claim_due(self, shard: int, lease: str, now_ms: int, limit: int, until_ms: int) -> list[str]:
         keys = [self.keys.lease(shard), self.keys.due(shard), self.keys.index(shard), self.keys.expiring(shard)]
@@ -183,70 +156,55 @@ class RedisStore:
     async def claim_due_many(
         self, shards: Sequence[int], lease: str, now_ms: int, limit: int, until_ms: int
     ) -> dict[int, list[str] | None]:
-        """claim_due on many shards. Standalone: one pipeline, one round trip per cron tick, instead
-        of one per shard (256 by default: most of an idle node's cost). A cluster client has no
-        script pipelining, so there the claims go out concurrently."""
-        if isinstance(self.client, RedisCluster) or not shards:
-            claims = await asyncio.gather(
-                *(self.claim_due(s, lease, now_ms, limit, until_ms) for s in shards), return_exceptions=True
-            )
-            return {s: _claimed(s, c) for s, c in zip(shards, claims, strict=True)}
-        script = self._scripts["claim_due"]
-        replies = await self._pipelined(script, shards, [lease, now_ms, limit, until_ms])
-        return {s: None if r[0] == "LEASE_LOST" else list(r[1:]) for s, r in zip(shards, replies, strict=True)}
-
-    async def _pipelined(self, script: Script, shards: Sequence[int], args: Sequence[str | int]) -> list[Any]:
-        if self.metrics is not None:
-            for _ in shards:
-                self.metrics.store_call(script.name)
-        for attempt in range(2):
-            pipe = self.client.pipeline(transaction=False)
-            for shard in shards:
-                keys = [self.keys.lease(shard), self.keys.due(shard), self.keys.index(shard), self.keys.expiring(shard)]
-                pipe.evalsha(script.sha, len(keys), *keys, *args)
-            try:
-                async with _mapped():
-                    return list(await pipe.execute())
-            except StoreUnavailable as exc:
-                if attempt or not isinstance(exc.__cause__, NoScriptError):
-                    raise
-                async with _mapped():
-                    await self.client.script_load(script.source)
-        raise AssertionError("unreachable")
+        """claim_due on many shards at once: the client pipelines them, one round trip per Redis node
+        per cron tick instead of one per shard (256 by default: most of an idle node's cost)."""
+        claims = await asyncio.gather(
+            *(self.claim_due(s, lease, now_ms, limit, until_ms) for s in shards), return_exceptions=True
+        )
+        return {s: _claimed(s, c) for s, c in zip(shards, claims, strict=True)}
 
     async def acquire_lease(self, shard: int, lease: str, ttl_ms: int) -> bool:
-        async with _mapped():
-            return bool(await self.client.set(self.keys.lease(shard), lease, nx=True, px=ttl_ms))
+        key = self.keys.lease(shard)
+        async with mapped():
+            reply = await self.client.execute(key, "SET", key, lease, "NX", "PX", ttl_ms)
+        return bool(reply == "OK")
 
     async def renew_leases(self, shards: Sequence[int], lease: str, ttl_ms: int) -> list[bool]:
         renew = self._scripts["lease_renew"]
-        async with _mapped():
-            replies = await asyncio.gather(*(renew(self.client, [self.keys.lease(s)], [lease, ttl_ms]) for s in shards))
+        async with mapped():
+            replies = await asyncio.gather(
+                *(renew.run(self.client, [self.keys.lease(s)], [lease, ttl_ms]) for s in shards)
+            )
         return [bool(r) for r in replies]
 
     async def release_lease(self, shard: int, lease: str) -> bool:
         return bool(await self._run("lease_release", [self.keys.lease(shard)], [lease]))
 
     async def lease_holder(self, shard: int) -> str | None:
-        async with _mapped():
-            value = await self.client.get(self.keys.lease(shard))
+        key = self.keys.lease(shard)
+        async with mapped():
+            value = await self.client.execute(key, "GET", key)
         return None if value is None else str(value)
 
     async def heartbeat(self, node_id: str, now_ms: int, ttl_ms: int) -> list[str]:
         key = self.keys.nodes()
-        async with _mapped():
-            await self.client.zadd(key, {node_id: now_ms + ttl_ms})
-            await self.client.zremrangebyscore(key, "-inf", now_ms)
-            nodes = await self.client.zrange(key, 0, -1)
+        run = self.client.execute
+        async with mapped():
+            # Sent together, answered in order: one round trip.
+            _, _, nodes = await asyncio.gather(
+                run(key, "ZADD", key, now_ms + ttl_ms, node_id),
+                run(key, "ZREMRANGEBYSCORE", key, "-inf", now_ms),
+                run(key, "ZRANGE", key, 0, -1),
+            )
         return [str(n) for n in nodes]
 
     async def list_transactions(self, query: ListQuery) -> ListPage:
-        async with _mapped():
+        async with mapped():
             return await _Lister(self, query).page()
 
     async def ping(self) -> None:
-        async with _mapped():
-            await self.client.ping()
+        async with mapped():
+            await self.client.execute(None, "PING")
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -291,11 +249,12 @@ class _Lister:
         high = self.query.create_to_ms or "+inf"
         offset = 0
         while True:
-            entries: list[tuple[str, float]] = await self.store.client.zrangebyscore(
-                key, low, high, start=offset, num=self.BATCH, withscores=True
-            )  # type: ignore[assignment]
+            flat: list[str] = await self.store.client.execute(
+                key, "ZRANGEBYSCORE", key, low, high, "WITHSCORES", "LIMIT", offset, self.BATCH
+            )
+            entries = list(zip(flat[::2], flat[1::2], strict=True))
             for gid, raw_score in entries:
-                created = int(raw_score)
+                created = int(float(raw_score))
                 # Members with the same score sort by gid: skip those up to the cursor's gid.
                 if created == score and gid <= last_gid:
                     continue

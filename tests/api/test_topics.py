@@ -23,7 +23,7 @@ from fastdtm.api.http import api_error, store_error
 from fastdtm.errors import ApiError, ServerError, StoreError
 from fastdtm.sharding import Keys
 from fastdtm.store.kv import RedisKV
-from fastdtm.store.redis import Client, connect
+from fastdtm.store.resp import Commands, connect
 from fastdtm.topics import CAT, Topics
 from tests.conftest import STORES
 from tests.support.redis_servers import RedisTarget
@@ -61,7 +61,7 @@ def lifespan_over(store_url: str) -> Lifespan:
         client = connect(store_url)
         # fastdtm's lifespan waits for the store to answer before serving; a cluster client also learns the slot
         # map then, before concurrent traffic.
-        await client.ping()
+        await client.execute(None, "PING")
         kv = RedisKV(client, KEYS)
         try:
             yield {"kv": kv, "topics": Topics(kv, StepClock())}
@@ -326,7 +326,7 @@ async def test_a_writer_that_always_loses_gives_up(store_url: str) -> None:
 class RacingKV(RedisKV):
     """Before each of its first `rivals` updates, another writer subscribes a URL of its own: the update loses."""
 
-    def __init__(self, client: Client, rivals: int) -> None:
+    def __init__(self, client: Commands, rivals: int) -> None:
         super().__init__(client, KEYS)
         self.rivals = rivals
         self.updates = 0

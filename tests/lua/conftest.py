@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from fastdtm.store.redis import Client, RedisStore, connect
+from fastdtm.store import resp
+from fastdtm.store.redis import RedisStore
 from tests.lua.support import FINISHED_TTL_MS, KEYS
+from tests.support.redis_client import Client, connect
 
 
 @pytest.fixture
@@ -21,6 +23,10 @@ async def client(redis_url: str) -> AsyncIterator[Client]:
 
 
 @pytest.fixture
-def store(client: Client) -> RedisStore:
-    # The store does not own the client here: the `client` fixture closes it.
-    return RedisStore(client, KEYS, finished_ttl_ms=FINISHED_TTL_MS)
+async def store(redis_url: str) -> AsyncIterator[RedisStore]:
+    # fastdtm's own client, beside the test's redis-py `client` that seeds and inspects.
+    store = RedisStore(resp.connect(redis_url), KEYS, finished_ttl_ms=FINISHED_TTL_MS)
+    try:
+        yield store
+    finally:
+        await store.close()

@@ -11,19 +11,19 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from fastdtm.sharding import Keys
-from fastdtm.store.redis import Client, Script
+from tests.support.redis_client import Client, LuaScript
 
 KEYS: Final = Keys()
 
-CREATE: Final = Script("create")
-TRANSITION: Final = Script("transition")
-TOUCH: Final = Script("touch")
-LOAD: Final = Script("load")
-CLAIM_DUE: Final = Script("claim_due")
-LEASE_RENEW: Final = Script("lease_renew")
-LEASE_RELEASE: Final = Script("lease_release")
-REGISTER_BRANCH: Final = Script("register_branch")
-RESET_CRON: Final = Script("reset_cron")
+CREATE: Final = LuaScript("create")
+TRANSITION: Final = LuaScript("transition")
+TOUCH: Final = LuaScript("touch")
+LOAD: Final = LuaScript("load")
+CLAIM_DUE: Final = LuaScript("claim_due")
+LEASE_RENEW: Final = LuaScript("lease_renew")
+LEASE_RELEASE: Final = LuaScript("lease_release")
+REGISTER_BRANCH: Final = LuaScript("register_branch")
+RESET_CRON: Final = LuaScript("reset_cron")
 
 #: A "now" for scripts that only store time as data: they never read the clock, so any value will do.
 T0: Final = 1_700_000_000_000

@@ -11,8 +11,9 @@ import pytest
 from redis.exceptions import ResponseError
 
 from fastdtm.errors import LeaseLost
-from fastdtm.store.redis import Client, RedisStore
+from fastdtm.store.redis import RedisStore
 from tests.lua.support import CLAIM_DUE, KEYS, T0, gids_in_shard, tagged, wait_gone, zset
+from tests.support.redis_client import Client
 
 SHARD = 5
 LEASE = "node-a 5f0c1e9a7b3d2c4e"

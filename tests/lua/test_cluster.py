@@ -9,7 +9,6 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ClusterCrossSlotError, RedisClusterException
 
-from fastdtm.store.redis import Client
 from tests.lua.support import (
     CLAIM_DUE,
     CREATE,
@@ -25,6 +24,7 @@ from tests.lua.support import (
     gids_in_shard,
     tagged,
 )
+from tests.support.redis_client import Client
 from tests.support.redis_servers import CLUSTER_SCHEME
 
 

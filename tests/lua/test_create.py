@@ -12,7 +12,7 @@ from redis.exceptions import ResponseError
 
 from fastdtm.models import Branch, Options, Transaction
 from fastdtm.states import BranchStatus, TransStatus, TransType
-from fastdtm.store.redis import Client, RedisStore
+from fastdtm.store.redis import RedisStore
 from tests.lua.support import (
     ABSENT,
     CREATE,
@@ -28,6 +28,7 @@ from tests.lua.support import (
     wait_gone,
     wall_ms,
 )
+from tests.support.redis_client import Client
 
 
 async def create(

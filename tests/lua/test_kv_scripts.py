@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final
 
-from fastdtm.store.redis import Client, Script
 from tests.lua.support import KEYS, T0, hash_of, tagged, zset
+from tests.support.redis_client import Client, LuaScript
 
-KV_CREATE: Final = Script("kv_create")
-KV_UPDATE: Final = Script("kv_update")
-KV_DELETE: Final = Script("kv_delete")
+KV_CREATE: Final = LuaScript("kv_create")
+KV_UPDATE: Final = LuaScript("kv_update")
+KV_DELETE: Final = LuaScript("kv_delete")
 
 CAT: Final = "topics"
 

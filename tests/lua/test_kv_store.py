@@ -4,18 +4,24 @@ position, categories kept apart, key names refused when they would be ambiguous,
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
 from fastdtm.errors import Invalid, StoreUnavailable
+from fastdtm.store import resp
 from fastdtm.store.kv import PAGE, KVEntry, RedisKV
-from fastdtm.store.redis import Client, connect
 from tests.lua.support import KEYS, T0
+from tests.support.redis_client import Client
 
 
 @pytest.fixture
-def kv(client: Client) -> RedisKV:
-    return RedisKV(client, KEYS)
+async def kv(redis_url: str) -> AsyncIterator[RedisKV]:
+    client = resp.connect(redis_url)
+    try:
+        yield RedisKV(client, KEYS)
+    finally:
+        await client.aclose()
 
 
 async def test_get_create_update_delete(kv: RedisKV) -> None:
@@ -127,7 +133,7 @@ async def test_scan_limit_must_be_positive(kv: RedisKV) -> None:
 
 async def test_redis_errors_become_store_unavailable() -> None:
     # Nothing listens on port 1: every call fails to connect.
-    client = connect("redis://127.0.0.1:1/0")
+    client = resp.connect("redis://127.0.0.1:1/0")
     kv = RedisKV(client, KEYS)
     try:
         with pytest.raises(StoreUnavailable):

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastdtm.store.redis import Client, RedisStore
+from fastdtm.store.redis import RedisStore
 from tests.lua.support import ABSENT, KEYS, LEASE_RELEASE
+from tests.support.redis_client import Client
 
 SHARD = 9
 MINE = "node-a 5f0c1e9a7b3d2c4e"

@@ -10,8 +10,9 @@ from typing import Any
 from fastdtm.models import Branch, Options, Transaction
 from fastdtm.states import BranchStatus, TransStatus, TransType
 from fastdtm.store import hashes
-from fastdtm.store.redis import Client, RedisStore
+from fastdtm.store.redis import RedisStore
 from tests.lua.support import KEYS, LOAD, T0, fields_of, gids_in_shard, records, seed, trans_state, wall_ms
+from tests.support.redis_client import Client
 
 DUE_AT = T0 + 10_000
 

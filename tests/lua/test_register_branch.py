@@ -17,7 +17,7 @@ from fastdtm.errors import Refused, Stale, TransNotFound
 from fastdtm.models import Branch
 from fastdtm.states import BranchStatus, Op
 from fastdtm.store import hashes
-from fastdtm.store.redis import Client, RedisStore
+from fastdtm.store.redis import RedisStore
 from tests.lua.support import (
     KEYS,
     NO_TTL,
@@ -31,6 +31,7 @@ from tests.lua.support import (
     trans_state,
     wall_ms,
 )
+from tests.support.redis_client import Client
 
 NOW = T0 + 500
 DUE_AT = T0 + 10_000

@@ -10,8 +10,9 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 
-from fastdtm.store.redis import Client, RedisStore
+from fastdtm.store.redis import RedisStore
 from tests.lua.support import KEYS, RESET_CRON, T0, fields_of, gids_in_shard, records, seed, trans_state, zset
+from tests.support.redis_client import Client
 
 SHARD = 11
 NOW = T0 + 1_000

@@ -11,8 +11,9 @@ import pytest
 
 from fastdtm.errors import TransNotFound
 from fastdtm.states import TransStatus
-from fastdtm.store.redis import Client, RedisStore
+from fastdtm.store.redis import RedisStore
 from tests.lua.support import KEYS, T0, TOUCH, fields_of, records, seed, tagged, trans_state, wall_ms
+from tests.support.redis_client import Client
 
 DUE_AT = T0 + 10_000
 

@@ -15,7 +15,7 @@ from fastdtm.errors import Stale, TransNotFound
 from fastdtm.models import Branch
 from fastdtm.states import BranchStatus, TransStatus
 from fastdtm.store.base import Change
-from fastdtm.store.redis import Client, RedisStore
+from fastdtm.store.redis import RedisStore
 from tests.lua.support import (
     FINISHED_TTL_MS,
     KEYS,
@@ -30,6 +30,7 @@ from tests.lua.support import (
     trans_state,
     wall_ms,
 )
+from tests.support.redis_client import Client
 
 DUE_AT = T0 + 10_000
 

@@ -15,7 +15,8 @@ from fastdtm.store.embedded import EmbeddedStore
 from fastdtm.store.embedded_kv import EmbeddedKV
 from fastdtm.store.kv import RedisKV
 from fastdtm.store.kv_base import KV
-from fastdtm.store.redis import RedisStore, connect
+from fastdtm.store.redis import RedisStore
+from fastdtm.store.resp import connect
 from tests.store.contract.support import FINISHED_TTL_MS
 
 

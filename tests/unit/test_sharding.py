@@ -7,7 +7,7 @@ import collections
 from redis.crc import key_slot
 
 from fastdtm.cron import rendezvous_owner
-from fastdtm.sharding import SLOTS, Keys, shard_tags
+from fastdtm.sharding import SLOTS, Keys, shard_tags, slot_of
 
 
 def test_each_shard_tag_falls_in_its_own_slot_range() -> None:
@@ -50,3 +50,24 @@ def test_rendezvous_assignment_is_balanced_and_moves_little() -> None:
     # Only shards won by the newcomer move.
     assert all(after[s] == "d" for s in moved)
     assert 256 // 8 < len(moved) < 256 // 2
+
+
+def test_slot_of_agrees_with_redis_py_on_every_hash_tag_rule() -> None:
+    cases = [
+        "",
+        "plain",
+        "{a}x",
+        "x{a}y",
+        "{}x",
+        "x{}",
+        "{",
+        "}{a}",
+        "{a",
+        "a}",
+        "{{a}}",
+        "{a}{b}",
+        "é{ü}",
+        "{gid-1}:g",
+    ]
+    for key in cases + [f"k{i}" for i in range(2000)]:
+        assert slot_of(key) == key_slot(key.encode()), key
