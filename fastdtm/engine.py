@@ -5,17 +5,21 @@ or on the shard's cron owner. Every result is written with one transition script
 moves on; results that need no I/O (empty branch URLs) are folded into the next write, and the last
 branch result is folded into the final status change. Calls are at-least-once: a crash between a
 branch call and its record makes the cron call it again, and branches are idempotent (barrier).
+
+A new transaction's round (`start`) does not write it first: its first write is the `create`, made
+when the round must write anyway: before the first branch call goes out, or when it is over. So a
+saga whose branches all need no I/O is stored once, already finished, by one script.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fastdtm.alerts import Alerter, retry_count
 from fastdtm.clock import Clock
-from fastdtm.errors import Stale, StoreError, TransNotFound
+from fastdtm.errors import AlreadyExists, Stale, StoreError, TransNotFound
 from fastdtm.invoker import CallResult, Invoker
 from fastdtm.kinds import kind_for
 from fastdtm.kinds.base import Call, Kind, Policy, Round, Step, branch_status_after, reset_interval_ms
@@ -63,15 +67,26 @@ class Engine:
         self._active: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
 
-    async def run(self, trans: Transaction, branches: list[Branch]) -> RoundResult:
-        """One round on already loaded state; none if this node already runs one for the gid."""
+    async def run(
+        self,
+        trans: Transaction,
+        branches: list[Branch],
+        *,
+        created: bool = True,
+        stored: asyncio.Future[None] | None = None,
+    ) -> RoundResult:
+        """One round on already loaded state; none if this node already runs one for the gid.
+
+        created=False: the transaction is not in the store yet (see `start`); `stored`, if given,
+        resolves once it is, or fails with whatever kept it from being stored.
+        """
         if trans.gid in self._active:
             return RoundResult(trans, completed=False)
         self._active.add(trans.gid)
         self.metrics.rounds_in_flight(len(self._active))
         ok = False
         try:
-            result = await _Runner(self, trans, branches).run()
+            result = await _Runner(self, trans, branches, created, stored).run()
             ok = result.completed and result.last_error is None  # DTM's: no error; ONGOING counts as fail
             return result
         finally:
@@ -79,9 +94,29 @@ class Engine:
             self.metrics.rounds_in_flight(len(self._active))
             self.metrics.round_done(trans.trans_type, ok, (self.clock.now_ms() - trans.create_ms) / 1000)
 
-    def spawn(self, trans: Transaction, branches: list[Branch]) -> None:
+    async def start(self, trans: Transaction, branches: list[Branch], *, wait: bool) -> RoundResult | None:
+        """The first round of a transaction not stored yet: stored by the round's first write.
+
+        Returns once it is stored (wait=False: the round goes on in the background; None) or once
+        the round is over (wait=True). Raises AlreadyExists if the gid is taken, having written nothing.
+        """
+        if trans.gid in self._active:
+            # The same gid submitted twice at once to this node: store it the plain way; this
+            # round defers to the one running.
+            existing = await self.store.create(trans, branches)
+            if existing is not None:
+                raise AlreadyExists(existing)
+            return RoundResult(trans, completed=False) if wait else None
+        if wait:
+            return await self.run(trans, branches, created=False)
+        stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.spawn(trans, branches, stored=stored)
+        await stored
+        return None
+
+    def spawn(self, trans: Transaction, branches: list[Branch], *, stored: asyncio.Future[None] | None = None) -> None:
         """Run a round in the background; a failure is logged and left to the cron."""
-        task = asyncio.get_running_loop().create_task(self._run_logged(trans, branches))
+        task = asyncio.get_running_loop().create_task(self._run_logged(trans, branches, stored))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -99,13 +134,21 @@ class Engine:
             return None
         return await self.run(trans, branches)
 
-    async def _run_logged(self, trans: Transaction, branches: list[Branch]) -> None:
+    async def _run_logged(
+        self, trans: Transaction, branches: list[Branch], stored: asyncio.Future[None] | None = None
+    ) -> None:
         try:
-            await self.run(trans, branches)
+            await self.run(trans, branches, created=stored is None, stored=stored)
+        except AlreadyExists:
+            pass  # reported to the caller through `stored`: nothing was written
         except StoreError as exc:
             log.warning("round stopped: %s; the cron will resume it", exc, extra={"gid": trans.gid})
         except Exception:
             log.exception("round failed; the cron will resume it", extra={"gid": trans.gid})
+        finally:
+            if stored is not None and not stored.done():
+                # Stopped before its first write (the caller reports the failure): nothing stored.
+                stored.set_exception(StoreError(f"transaction '{trans.gid}' was not stored"))
 
     async def close(self, grace: float = 5.0) -> None:
         """Let background rounds finish for a while, then cancel them (the cron resumes them)."""
@@ -120,8 +163,18 @@ class Engine:
 class _Runner:
     """The state of one round: the kind's view plus unrecorded branch results and the schedule."""
 
-    def __init__(self, engine: Engine, trans: Transaction, branches: list[Branch]) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        trans: Transaction,
+        branches: list[Branch],
+        created: bool = True,
+        stored: asyncio.Future[None] | None = None,
+    ) -> None:
         self.engine = engine
+        #: False until the transaction is in the store: the first write is then its `create`.
+        self.created = created
+        self.stored = stored
         self.kind: Kind = kind_for(trans.trans_type)
         now = engine.clock.now_ms()
         self.rnd = Round(trans, list(branches), now, engine.policy)
@@ -159,14 +212,14 @@ class _Runner:
             remote = self._finish_local(step)
             if step.start and not remote and not self.tasks:
                 continue  # only I/O-free progress: decide again before writing anything
-            if self.pending:
+            if self.pending or not self.created:
                 # Recorded before the next calls go out: a crash now re-runs as little as possible.
                 await self._flush()
             self._launch(remote)
             if not self.tasks:
                 break
             await self._wait_one()
-        if self.pending or self.schedule.dirty:
+        if self.pending or self.schedule.dirty or not self.created:
             await self._flush()
         return True
 
@@ -228,7 +281,7 @@ class _Runner:
     async def _transition(self, status: TransStatus, reason: str) -> None:
         trans = self.rnd.trans
         now = self.engine.clock.now_ms()
-        await self.engine.store.transition(
+        await self._write(
             Change(
                 gid=trans.gid,
                 expected=trans.status,
@@ -240,16 +293,13 @@ class _Runner:
                 interval_ms=self.schedule.interval_ms,
             )
         )
-        self.rnd.trans = trans.with_status(status, now, reason)
-        self.pending.clear()
-        self.schedule.dirty = False
         # The happy path is logged at debug: at thousands of transactions per second a line each costs.
         level = logging.DEBUG if status in (TransStatus.SUBMITTED, TransStatus.SUCCEED) else logging.INFO
         log.log(level, "%s -> %s %s", trans.status, status, reason, extra={"gid": trans.gid})
 
     async def _flush(self) -> None:
         trans = self.rnd.trans
-        await self.engine.store.transition(
+        await self._write(
             Change(
                 gid=trans.gid,
                 expected=trans.status,
@@ -260,5 +310,31 @@ class _Runner:
                 interval_ms=self.schedule.interval_ms,
             )
         )
+
+    async def _write(self, change: Change) -> None:
+        """One script: the change as a transition, or the transaction's `create` in its changed state."""
+        trans = self.rnd.trans
+        if change.status is not trans.status:
+            trans = trans.with_status(change.status, change.now_ms, change.rollback_reason)
+        if self.created:
+            await self.engine.store.transition(change)
+        else:
+            assert change.next_cron_ms is not None and change.interval_ms is not None
+            trans = replace(trans, next_cron_ms=change.next_cron_ms, next_cron_interval_ms=change.interval_ms)
+            try:
+                existing = await self.engine.store.create(trans, self.rnd.branches)
+                if existing is not None:
+                    raise AlreadyExists(existing)
+            except BaseException as exc:
+                if self.stored is not None and not self.stored.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        self.stored.cancel()
+                    else:
+                        self.stored.set_exception(exc)
+                raise
+            self.created = True
+            if self.stored is not None:
+                self.stored.set_result(None)
+        self.rnd.trans = trans
         self.pending.clear()
         self.schedule.dirty = False

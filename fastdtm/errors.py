@@ -96,6 +96,14 @@ class TransNotFound(StoreError):
     pass
 
 
+class AlreadyExists(StoreError):
+    """A create found the gid taken; `status` is the stored transaction's."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(f"the gid is taken (status '{status}')")
+        self.status = status
+
+
 class LeaseLost(StoreError):
     """This node no longer holds the shard lease it claimed with."""
 

@@ -14,7 +14,17 @@ from typing import Protocol
 
 from fastdtm.clock import Clock
 from fastdtm.engine import Engine, RoundResult
-from fastdtm.errors import Conflict, Invalid, NotFound, Ongoing, Refused, ServerError, Stale, TransNotFound
+from fastdtm.errors import (
+    AlreadyExists,
+    Conflict,
+    Invalid,
+    NotFound,
+    Ongoing,
+    Refused,
+    ServerError,
+    Stale,
+    TransNotFound,
+)
 from fastdtm.kinds import kind_for
 from fastdtm.kinds.base import Policy, Topics, reset_interval_ms
 from fastdtm.kinds.msg import topic_name
@@ -100,19 +110,27 @@ class Service:
             await self._finish_workflow(req)
             return
         trans, branches = await self._new(req, TransStatus.SUBMITTED)
-        existing = await self.store.create(trans, branches)
-        if existing is not None:
-            trans, branches = await self._resubmit(req, existing)
-        await self._process(trans, branches, wait=req.options.wait_result or trans.options.wait_result)
+        wait = req.options.wait_result
+        try:
+            # Stored by the round's first write: one script for a saga that needs no branch I/O.
+            result = await self.engine.start(trans, branches, wait=wait)
+        except AlreadyExists as exc:
+            trans, branches = await self._resubmit(req, TransStatus(exc.status))
+            await self._process(trans, branches, wait=wait)
+            return
+        if result is not None:
+            await self._report_round(result)
+
+    async def _report_round(self, result: RoundResult) -> None:
+        # A round that lost a race (another node, forceStop) reports what the store now says.
+        status = result.trans.status if result.completed else (await self._load(result.trans.gid))[0].status
+        _report(result, status)
 
     async def _process(self, trans: Transaction, branches: list[Branch], *, wait: bool) -> None:
         if not wait:
             self.engine.spawn(trans, branches)
             return
-        result = await self.engine.run(trans, branches)
-        # A round that lost a race (another node, forceStop) reports what the store now says.
-        status = result.trans.status if result.completed else (await self._load(trans.gid))[0].status
-        _report(result, status)
+        await self._report_round(await self.engine.run(trans, branches))
 
     async def _resubmit(self, req: TransRequest, existing: TransStatus) -> tuple[Transaction, list[Branch]]:
         """Submit of a known gid: promote a prepared one, re-drive a submitted one, refuse others.
