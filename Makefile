@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: run run-redis test lint typecheck unit bench clean
+.PHONY: run run-redis test lint typecheck unit bench bench-saga clean
 
 # Run a fastdtm node at :36789 on the embedded store (./fastdtm.db): nothing else to install.
 run: $(STAMP)
@@ -33,7 +34,13 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest tests/unit -q
 
-bench: $(STAMP)
+# fastdtm beside Go DTM v1.19.0 (bench/README.md). The script installs what it lacks itself: redis-server
+# and nginx (apt), Go DTM (go install), its Go load generator (go build); the `bench` extra brings matplotlib.
+bench: $(BENCH_STAMP)
+	$(BIN)/python bench/side_by_side.py $(ARGS)
+
+# fastdtm alone on the two-branch saga, with the Redis command breakdown (bench/saga_bench.py).
+bench-saga: $(STAMP)
 	./scripts/ensure-redis.sh
 	$(BIN)/python bench/saga_bench.py $(ARGS)
 
@@ -42,6 +49,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

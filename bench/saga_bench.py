@@ -22,228 +22,50 @@ import os
 import platform
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
 import aiohttp
 import uvloop
+from benchlib import (
+    LOOPBACK,
+    OWN_COMMANDS,
+    REPO_ROOT,
+    Managed,
+    MonitorSample,
+    RedisAdmin,
+    check_alive,
+    command_output,
+    cpu_list,
+    display_command,
+    fmt,
+    free_port,
+    int_list,
+    own_cpu_seconds,
+    parse_info,
+    redis_version,
+    spawn,
+    start_redis,
+    terminate,
+    tree_cpu_seconds,
+    wait_ready,
+    wait_tcp,
+)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
 BRANCH_SERVER = Path(__file__).resolve().parent / "branch_server.py"
-LOOPBACK = "127.0.0.1"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 JSON_HEADERS = {"Content-Type": "application/json"}
 WORKLOADS = ("http", "empty")
-# Our own commands that land in commandstats after CONFIG RESETSTAT (INFO does not count itself).
-OWN_COMMANDS = {"config|resetstat": 1}
 # Our own socket reads that land in total_reads_processed after the reset (RESETSTAT's and INFO's).
 OWN_READS = 2
-STOP_GRACE_S = 5.0
 
 
-# ----------------------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
-
-
-@dataclass(frozen=True, slots=True)
-class ProcStat:
-    ppid: int
-    start_ticks: int
-    own_ticks: int  # utime + stime
-    child_ticks: int  # cutime + cstime: children already reaped
-
-
-def read_proc_stat(pid: int) -> ProcStat | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    fields = raw[raw.rfind(b")") + 2 :].split()
-    # fields[0] is field 3 of proc(5): state; ppid=4, utime=14, stime=15, cutime=16, cstime=17, starttime=22.
-    return ProcStat(
-        ppid=int(fields[1]),
-        start_ticks=int(fields[19]),
-        own_ticks=int(fields[11]) + int(fields[12]),
-        child_ticks=int(fields[13]) + int(fields[14]),
-    )
-
-
-def process_tree(root: int) -> dict[int, ProcStat]:
-    """``root`` and all its live descendants (workers, their helpers), by pid."""
-    stats: dict[int, ProcStat] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (stat := read_proc_stat(int(entry.name))) is not None:
-            stats[int(entry.name)] = stat
-    tree: dict[int, ProcStat] = {}
-    frontier = [root]
-    while frontier:
-        pid = frontier.pop()
-        if pid in stats and pid not in tree:
-            tree[pid] = stats[pid]
-            frontier.extend(child for child, stat in stats.items() if stat.ppid == pid)
-    return tree
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """CPU of a process tree: live processes count themselves, reaped ones count in their parent."""
-    ticks = sum(stat.own_ticks + stat.child_ticks for stat in process_tree(root).values())
-    return ticks / CLK_TCK
-
-
-def own_cpu_seconds() -> float:
-    """CPU of this process only (the load generator), not of the servers it started."""
-    stat = read_proc_stat(os.getpid())
-    return 0.0 if stat is None else stat.own_ticks / CLK_TCK
-
-
-@dataclass
-class Managed:
-    """A process this benchmark started; ``stop()`` ends it and any descendants by pid."""
-
-    name: str
-    popen: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def log_tail(self, lines: int = 30) -> str:
-        with suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def stop(self) -> None:
-        descendants = {pid: stat.start_ticks for pid, stat in process_tree(self.pid).items() if pid != self.pid}
-        if self.popen.poll() is None:
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(STOP_GRACE_S)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(STOP_GRACE_S)
-        deadline = time.monotonic() + STOP_GRACE_S
-        for pid, start in descendants.items():
-            _stop_pid(pid, start, deadline)
-
-
-def _same_process(pid: int, start_ticks: int) -> bool:
-    stat = read_proc_stat(pid)
-    return stat is not None and stat.start_ticks == start_ticks
-
-
-def _stop_pid(pid: int, start_ticks: int, deadline: float) -> None:
-    """Stop a leftover descendant, checking its start time so a reused pid is never hit."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        if not _same_process(pid, start_ticks):
-            return
-        with suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        while time.monotonic() < deadline and _same_process(pid, start_ticks):
-            time.sleep(0.05)
-        deadline = time.monotonic() + 1.0
-
-
-def spawn(name: str, argv: list[str], cpus: str | None, log_dir: Path) -> Managed:
-    """Start ``argv`` with output to ``<log_dir>/<name>.log``; pinned with taskset when ``cpus`` is set."""
-    full = ["taskset", "-c", cpus, *argv] if cpus else argv  # taskset execs: the pid stays the command's
-    log_path = log_dir / f"{name}.log"
-    with log_path.open("wb") as log:
-        popen = subprocess.Popen(full, cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-    return Managed(name, popen, log_path)
-
-
-# ----------------------------------------------------------------------------- redis admin
-
-
-class RedisAdmin:
-    """Just enough RESP for CONFIG RESETSTAT, INFO and MONITOR, on a connection opened before any reset."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._reader = reader
-        self._writer = writer
-
-    @classmethod
-    async def connect(cls, port: int) -> RedisAdmin:
-        reader, writer = await asyncio.open_connection(LOOPBACK, port)
-        return cls(reader, writer)
-
-    async def command(self, *args: str) -> bytes:
-        parts = [b"*%d\r\n" % len(args)]
-        for arg in args:
-            data = arg.encode()
-            parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
-        self._writer.write(b"".join(parts))
-        return await self._reply()
-
-    async def _reply(self) -> bytes:
-        line = (await self._reader.readline()).rstrip(b"\r\n")
-        kind, rest = line[:1], line[1:]
-        if kind == b"-":
-            raise RuntimeError(f"redis error: {rest.decode(errors='replace')}")
-        if kind == b"$":
-            size = int(rest)
-            return b"" if size < 0 else (await self._reader.readexactly(size + 2))[:-2]
-        if kind in (b"+", b":"):
-            return rest
-        raise RuntimeError(f"unexpected redis reply: {line[:80]!r}")
-
-    async def monitor(self, seconds: float) -> MonitorSample:
-        """Sample ``seconds`` of MONITOR; this connection is unusable afterwards."""
-        sample = MonitorSample()
-        if await self.command("MONITOR") != b"OK":
-            raise RuntimeError("MONITOR was refused")
-        with suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                while line := await self._reader.readline():
-                    if (parsed := parse_monitor_line(line)) is not None:
-                        sample.add(*parsed)
-        return sample
-
-    async def close(self) -> None:
-        self._writer.close()
-        with suppress(OSError):
-            await self._writer.wait_closed()
-
-
-@dataclass
-class MonitorSample:
-    """Commands seen by MONITOR, by (name, ran inside Lua), and EVALSHA calls by script SHA1."""
-
-    commands: Counter[tuple[str, bool]] = field(default_factory=Counter)
-    scripts: Counter[str] = field(default_factory=Counter)
-
-    def add(self, command: str, in_lua: bool, first_arg: str) -> None:
-        self.commands[(command, in_lua)] += 1
-        if command == "evalsha":
-            self.scripts[first_arg] += 1
-
-
-def parse_monitor_line(line: bytes) -> tuple[str, bool, str] | None:
-    """``+1700000000.1 [0 lua] "hset" "k" ...`` → ("hset", True, "k"); None for anything else."""
-    open_at, close_at = line.find(b"["), line.find(b"] ")
-    if open_at < 0 or close_at < 0:
-        return None
-    source = line[open_at + 1 : close_at].split()
-    tokens = line[close_at + 2 :].split(b'"', 4)  # ['', cmd, ' ', first arg, rest]
-    if len(source) < 2 or len(tokens) < 3:
-        return None
-    first_arg = tokens[3].decode(errors="replace") if len(tokens) > 3 else ""
-    return tokens[1].decode(errors="replace").lower(), source[1] == b"lua", first_arg
+# ----------------------------------------------------------------------------- redis scripts
 
 
 def scripts_per_saga(sample: MonitorSample, sagas: int, names: dict[str, str]) -> dict[str, float]:
@@ -257,21 +79,6 @@ def script_names(module: str) -> dict[str, str]:
     """SHA1 → name of the server's Lua files (``<module>/lua/*.lua``), to name EVALSHA calls."""
     lua_dir = REPO_ROOT / module.replace(".", "/") / "lua"
     return {hashlib.sha1(path.read_bytes()).hexdigest(): path.stem for path in sorted(lua_dir.glob("*.lua"))}
-
-
-def parse_info(text: bytes) -> tuple[dict[str, int], dict[str, str]]:
-    """INFO output → (calls per command from commandstats, every other ``key:value`` field)."""
-    calls: dict[str, int] = {}
-    fields: dict[str, str] = {}
-    for raw in text.decode(errors="replace").splitlines():
-        key, sep, value = raw.partition(":")
-        if not sep or raw.startswith("#"):
-            continue
-        if key.startswith("cmdstat_"):
-            calls[key.removeprefix("cmdstat_")] = int(value.split(",", 1)[0].removeprefix("calls="))
-        else:
-            fields[key] = value
-    return calls, fields
 
 
 # ----------------------------------------------------------------------------- load
@@ -476,10 +283,6 @@ async def _drain(loops: list[asyncio.Task[None]], grace: float) -> None:
 # ----------------------------------------------------------------------------- report
 
 
-def fmt(value: float, digits: int = 2) -> str:
-    return "n/a" if value != value else f"{value:.{digits}f}"  # NaN != NaN
-
-
 def pct(share: float) -> str:
     return "n/a" if share != share else f"{100 * share:.0f}%"
 
@@ -569,71 +372,15 @@ def choose_pinning(args: argparse.Namespace) -> Pinning:
     if shutil.which("taskset") is None:
         return Pinning(None, None, None, "no pinning (taskset not found)")
     available = os.sched_getaffinity(0)
-    wanted = {int(c) for spec in (args.client_cpus, args.server_cpus, args.branch_cpus) for c in _cpu_list(spec)}
+    wanted = {int(c) for spec in (args.client_cpus, args.server_cpus, args.branch_cpus) for c in cpu_list(spec)}
     if not wanted <= available:
         return Pinning(None, None, None, f"no pinning (cpus {sorted(wanted - available)} not available)")
-    os.sched_setaffinity(0, {int(c) for c in _cpu_list(args.client_cpus)})
+    os.sched_setaffinity(0, {int(c) for c in cpu_list(args.client_cpus)})
     note = (
         f"pinned: load generator on cpu {args.client_cpus}, fastdtm + redis-server on cpu {args.server_cpus}, "
         f"branch server on cpu {args.branch_cpus}"
     )
     return Pinning(args.client_cpus, args.server_cpus, args.branch_cpus, note)
-
-
-def _cpu_list(spec: str) -> list[str]:
-    """taskset list syntax, e.g. ``0`` or ``1,2`` or ``2-3``."""
-    out: list[str] = []
-    for part in spec.split(","):
-        low, _, high = part.partition("-")
-        out.extend(str(c) for c in range(int(low), int(high or low) + 1))
-    return out
-
-
-async def wait_tcp(proc: Managed, port: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        _check_alive(proc)
-        try:
-            _, writer = await asyncio.open_connection(LOOPBACK, port)
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{proc.name} did not listen on port {port} within {timeout}s") from None
-            await asyncio.sleep(0.1)
-            continue
-        writer.close()
-        return
-
-
-async def wait_ready(proc: Managed, url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
-        while time.monotonic() < deadline:
-            _check_alive(proc)
-            try:
-                async with session.get(url) as resp:
-                    if resp.status == 200:
-                        return
-                    last = f"HTTP {resp.status}: {(await resp.text())[:200]}"
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            await asyncio.sleep(0.2)
-    raise RuntimeError(f"{proc.name}: {url} not ready within {timeout}s (last: {last})\n{proc.log_tail()}")
-
-
-def _check_alive(proc: Managed) -> None:
-    code = proc.popen.poll()
-    if code is not None:
-        raise RuntimeError(f"{proc.name} exited with code {code}; log {proc.log_path}:\n{proc.log_tail()}")
-
-
-def start_redis(stack: ExitStack, args: argparse.Namespace, pin: Pinning, log_dir: Path) -> tuple[Managed, int]:
-    port = free_port()
-    argv = [args.redis_server, "--port", str(port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no"]
-    argv += ["--dir", str(log_dir), "--daemonize", "no"]
-    proc = spawn("redis", argv, pin.server, log_dir)
-    stack.callback(proc.stop)
-    return proc, port
 
 
 def start_branch(stack: ExitStack, pin: Pinning, log_dir: Path) -> tuple[Managed, int]:
@@ -657,15 +404,6 @@ def start_fastdtm(
     stack.callback(proc.stop)
     print("fastdtm command:", " ".join(argv), flush=True)
     return proc, port
-
-
-async def redis_version(port: int) -> str:
-    admin = await RedisAdmin.connect(port)
-    try:
-        _, fields = parse_info(await admin.command("INFO", "server"))
-    finally:
-        await admin.close()
-    return fields.get("redis_version", "?")
 
 
 async def idle_line(target: Target, seconds: float) -> str:
@@ -692,7 +430,7 @@ async def run(args: argparse.Namespace) -> tuple[list[LevelResult], str]:
     log_dir = Path(tempfile.mkdtemp(prefix="fastdtm-bench-"))
     results: list[LevelResult] = []
     with ExitStack() as stack:
-        redis, redis_port = start_redis(stack, args, pin, log_dir)
+        redis, redis_port = start_redis(stack, args.redis_server, pin.server, log_dir)
         branch, branch_port = start_branch(stack, pin, log_dir)
         await wait_tcp(redis, redis_port, 10)
         await wait_tcp(branch, branch_port, 10)
@@ -709,27 +447,19 @@ async def run(args: argparse.Namespace) -> tuple[list[LevelResult], str]:
             base = f"http://{LOOPBACK}:{branch_port}/api/busi" if workload == "http" else ""
             target = Target(server_url, base, redis_port, roles, names)
             for concurrency in args.concurrency:
-                _check_alive(server)
+                check_alive(server)
                 results.append(await run_level(target, workload, concurrency, args))
                 print(level_report(results[-1], pin) + "\n", flush=True)
                 await asyncio.sleep(args.pause)
-        _check_alive(server)
+        check_alive(server)
     return results, idle
-
-
-def _output(argv: list[str]) -> str:
-    try:
-        done = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return "?"
-    return done.stdout.strip() or "?" if done.returncode == 0 else "?"
 
 
 def server_version(module: str) -> str:
     """``<module> version`` at the repository's commit, marked dirty if its sources differ from it."""
-    version = _output([sys.executable, "-m", module, "version"])
-    commit = _output(["git", "rev-parse", "--short", "HEAD"])
-    dirty = _output(["git", "status", "--porcelain", "--", module]) not in ("", "?")
+    version = command_output([sys.executable, "-m", module, "version"])
+    commit = command_output(["git", "rev-parse", "--short", "HEAD"])
+    dirty = command_output(["git", "status", "--porcelain", "--", module]) not in ("", "?")
     return f"{module} {version} (commit {commit}{', uncommitted changes' if dirty else ''})"
 
 
@@ -748,7 +478,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--duration", type=float, default=15.0, help="measured seconds per level (default 15)")
     p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each level (default 3)")
-    p.add_argument("--concurrency", type=_int_list, default=[16, 64], help="comma list of levels (default 16,64)")
+    p.add_argument("--concurrency", type=int_list, default=[16, 64], help="comma list of levels (default 16,64)")
     p.add_argument("--workload", type=_workloads, default=["http"], help="http (default), empty, or http,empty")
     p.add_argument("--workers", type=int, default=0, help="pass --workers N to fastdtm serve (default: not passed)")
     p.add_argument("--server-arg", action="append", default=[], help="extra argument for fastdtm serve (repeatable)")
@@ -772,13 +502,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _int_list(text: str) -> list[int]:
-    values = [int(part) for part in text.split(",") if part]
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError("expected positive integers, e.g. 16,64")
-    return values
-
-
 def _workloads(text: str) -> list[str]:
     values = [part for part in text.split(",") if part]
     if not values or any(v not in WORKLOADS for v in values):
@@ -792,20 +515,9 @@ def time_bound(args: argparse.Namespace) -> float:
     return startup + per_level * len(args.concurrency) * len(args.workload)
 
 
-def display_command() -> str:
-    exe = Path(sys.executable)
-    with suppress(ValueError):
-        exe = exe.relative_to(REPO_ROOT)
-    return " ".join([str(exe), *sys.argv])
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)  # so the finally blocks stop what we started
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate)
 
     async def bounded() -> tuple[list[LevelResult], str]:
         async with asyncio.timeout(time_bound(args)):

@@ -1,0 +1,3 @@
+module fastdtm/bench/loadgen
+
+go 1.22
