@@ -21,6 +21,7 @@ from starlette.routing import Mount
 from fastdtm import __version__, logs
 from fastdtm.alerts import Alerter
 from fastdtm.api import dtmsvr, jsonrpc, kv as kv_api, ops
+from fastdtm.api.direct import DirectRoutes, ErrorHandler
 from fastdtm.api.http import api_error, store_error
 from fastdtm.api.middleware import MetricsMiddleware
 from fastdtm.clock import SystemClock
@@ -84,7 +85,7 @@ async def _wait_for(store: Store, url: str) -> None:
             await asyncio.sleep(1.0)
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings) -> DirectRoutes:
     # Built before the lifespan: Starlette assembles the middleware (which needs it) on the first
     # call, the lifespan's own. One app per process, so one Metrics per process.
     metrics = Metrics(__version__)
@@ -125,15 +126,17 @@ def create_app(settings: Settings) -> Starlette:
         Mount("/api/dtmsvr", routes=[*dtmsvr.routes, *kv_api.routes]),
         Mount("/api", routes=[*ops.routes, *jsonrpc.routes]),
     ]
-    return Starlette(
+    errors: dict[type[Exception], ErrorHandler] = {ApiError: api_error, StoreError: store_error}
+    app = Starlette(
         routes=routes,
         middleware=[Middleware(MetricsMiddleware, metrics=metrics, routes=routes)],
         lifespan=lifespan,
-        exception_handlers={ApiError: api_error, StoreError: store_error},
+        exception_handlers=errors,
     )
+    return DirectRoutes(app, routes, errors, metrics)
 
 
-def create_app_from_env() -> Starlette:
+def create_app_from_env() -> DirectRoutes:
     """Factory for uvicorn worker processes: settings come from the FASTDTM_* variables the CLI set."""
     settings = Settings.from_env()
     logs.configure(settings.log_level)

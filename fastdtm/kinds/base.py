@@ -74,6 +74,8 @@ class Round:
     outcomes: dict[int, Outcome] = field(default_factory=dict)
     #: Why a branch failed terminally (becomes the rollback reason).
     failure_reason: str = ""
+    #: The kind's reading of `custom_data`, parsed once per round rather than at every step.
+    parsed: object = None
 
     def finished_with(self, index: int) -> Outcome | None:
         return self.outcomes.get(index) if index not in self.running else None

@@ -90,7 +90,9 @@ class Saga(NoRegistration):
         return branches
 
     def step(self, rnd: Round) -> Step:
-        config = SagaConfig.parse(rnd.trans.custom_data, len(rnd.branches) // 2)
+        config = rnd.parsed
+        if not isinstance(config, SagaConfig):
+            config = rnd.parsed = SagaConfig.parse(rnd.trans.custom_data, len(rnd.branches) // 2)
         if rnd.trans.status is TransStatus.SUBMITTED:
             return _Forward(rnd, config).step()
         if rnd.trans.status is TransStatus.ABORTING:
