@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: run run-redis test lint typecheck unit bench bench-saga clean
+.PHONY: run run-redis test lint typecheck unit bench bench-saga bench-scale clean
 
 # Run a fastdtm node at :36789 on the embedded store (./fastdtm.db): nothing else to install.
 run: $(STAMP)
@@ -38,6 +38,11 @@ unit: $(STAMP)
 # and nginx (apt), Go DTM (go install), its Go load generator (go build); the `bench` extra brings matplotlib.
 bench: $(BENCH_STAMP)
 	$(BIN)/python bench/side_by_side.py $(ARGS)
+
+# How Redis load spreads over a 3-master Redis Cluster: 3 fastdtm nodes, then 3 Go DTM nodes, behind one nginx
+# (bench/README.md). Same set-up steps as `make bench`; the cluster is started by the script itself.
+bench-scale: $(BENCH_STAMP)
+	$(BIN)/python bench/scale.py $(ARGS)
 
 # fastdtm alone on the two-branch saga, with the Redis command breakdown (bench/saga_bench.py).
 bench-saga: $(STAMP)
