@@ -37,9 +37,9 @@ from fastdtm.sharding import Keys
 from fastdtm.store.base import Store
 from fastdtm.store.embedded import EmbeddedStore, parse_sqlite_url
 from fastdtm.store.embedded_kv import EmbeddedKV
-from fastdtm.store.kv import RedisKV
+from fastdtm.store.kv import KV_SCRIPTS, RedisKV
 from fastdtm.store.kv_base import KV
-from fastdtm.store.redis import RedisStore
+from fastdtm.store.redis import SCRIPTS, RedisStore, Script
 from fastdtm.store.resp import connect
 from fastdtm.topics import Topics
 
@@ -65,7 +65,7 @@ async def build_store(settings: Settings, metrics: Metrics) -> tuple[Store, KV]:
         store = await EmbeddedStore.open(parse_sqlite_url(settings.store), finished_ttl_ms, metrics=metrics)
         return store, EmbeddedKV(store)
     keys = Keys(settings.key_prefix, settings.shards)
-    client = connect(settings.store)
+    client = connect(settings.store, preload=[Script(name).source for name in (*SCRIPTS, *KV_SCRIPTS)])
     # One Redis client per process: the KV shares the store's, and store.close() closes it.
     redis_store = RedisStore(client, keys, finished_ttl_ms, metrics)
     return redis_store, RedisKV(client, keys)

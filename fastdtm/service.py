@@ -33,6 +33,9 @@ from fastdtm.models import Branch, BranchRequest, Transaction, TransRequest, par
 from fastdtm.states import TERMINAL, Outcome, TransStatus, TransType
 from fastdtm.store.base import Change, ListPage, ListQuery, Store
 
+#: Kinds whose submit normally follows a prepare.
+PREPARED_FIRST = frozenset({TransType.MSG, TransType.TCC, TransType.XA})
+
 _BASE57 = "23456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 
 
@@ -111,6 +114,15 @@ class Service:
             return
         trans, branches = await self._new(req, TransStatus.SUBMITTED)
         wait = req.options.wait_result
+        if trans.trans_type in PREPARED_FIRST:
+            # Its prepare stored it, as a rule: promote it in one script.
+            try:
+                trans, branches = await self._resubmit(req, TransStatus.PREPARED)
+            except TransNotFound:
+                pass  # submitted without a prepare: created below like a saga
+            else:
+                await self._process(trans, branches, wait=wait)
+                return
         try:
             # Stored by the round's first write: one script for a saga that needs no branch I/O.
             result = await self.engine.start(trans, branches, wait=wait)
@@ -136,7 +148,8 @@ class Service:
         """Submit of a known gid: promote a prepared one, re-drive a submitted one, refuse others.
 
         Re-driving uses the stored branches, never a list rebuilt from the request: DTM rebuilds it,
-        and for tcc/xa an empty list then reads as "all confirmed" (its quirk 1).
+        and for tcc/xa an empty list then reads as "all confirmed" (its quirk 1). Raises
+        TransNotFound if the gid is absent.
         """
         if existing is TransStatus.PREPARED:
             now = self.clock.now_ms()
@@ -154,10 +167,10 @@ class Service:
                 interval_ms=interval,
             )
             try:
-                await self.store.transition(change)
+                return await self.store.promote(change)
             except Stale as exc:
                 existing = TransStatus(exc.current)
-        if existing not in (TransStatus.PREPARED, TransStatus.SUBMITTED):
+        if existing is not TransStatus.SUBMITTED:
             raise Conflict(f"current status '{existing}', cannot submit.")
         return await self._load(req.gid)
 

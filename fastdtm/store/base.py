@@ -68,6 +68,11 @@ class Store(Protocol):
         """Apply a change if the status is still `change.expected`; raises Stale / TransNotFound."""
         ...
 
+    async def promote(self, change: Change) -> tuple[Transaction, list[Branch]]:
+        """`change` (prepared -> submitted, with a schedule) as a transition, then the stored transaction
+        and branches as `load` reads them, atomically; raises Stale / TransNotFound having written nothing."""
+        ...
+
     async def register_branches(self, gid: str, trans_type: str, branches: Sequence[Branch], now_ms: int) -> None:
         """Append branches while the transaction is prepared; raises TransNotFound, Stale, Refused."""
         ...

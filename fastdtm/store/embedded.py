@@ -88,6 +88,10 @@ class EmbeddedStore:
         reply = await self.db.write(sql.transition, change, expire_at, self.clock.now_ms())
         raise_for(reply, change.gid)
 
+    async def promote(self, change: Change) -> tuple[Transaction, list[Branch]]:
+        self._count("promote")
+        return await self.db.write(sql.promote, change, self.clock.now_ms())
+
     async def register_branches(self, gid: str, trans_type: str, branches: Sequence[Branch], now_ms: int) -> None:
         self._count("register_branch")
         reply = await self.db.write(sql.register_branch, gid, trans_type, branches, now_ms, self.clock.now_ms())

@@ -23,6 +23,8 @@ from fastdtm.store.resp import Arg, Commands
 #: DTM's SQL schema bounds `cat` at 45 and `k` at 128 characters; so do we, on every store.
 MAX_CAT: Final = 45
 MAX_KEY: Final = 128
+#: The KV's Lua scripts (fastdtm/lua/kv_*.lua).
+KV_SCRIPTS: Final = ("kv_create", "kv_update", "kv_delete")
 #: `entries` reads a category in pages of this size: bounded replies, few round trips.
 PAGE: Final = 500
 

@@ -37,6 +37,7 @@ SCRIPTS: Final = (
     "lease_release",
     "register_branch",
     "reset_cron",
+    "promote",
 )
 
 
@@ -116,6 +117,21 @@ class RedisStore:
         args = [change.gid, change.expected, change.status, schedule, expire, *hashes.change_fields(change)]
         reply = await self._run("transition", [g, b, due, exp], args)
         raise_for(reply, change.gid)
+
+    async def promote(self, change: Change) -> tuple[Transaction, list[Branch]]:
+        # The script knows only this one move.
+        if change.expected is not TransStatus.PREPARED or change.status is not TransStatus.SUBMITTED:
+            raise ValueError(
+                f"{change.gid}: promote is prepared -> submitted, not {change.expected} -> {change.status}"
+            )
+        assert change.next_cron_ms is not None
+        g, b, due, _, _ = self.keys.of_trans(change.gid)
+        reply = await self._run(
+            "promote", [g, b, due], [change.gid, change.next_cron_ms, *hashes.change_fields(change)]
+        )
+        raise_for(reply, change.gid)
+        fields = hashes.pairs(reply[1])
+        return hashes.decode_trans(fields, reply[3]), hashes.decode_branches(fields, reply[2])
 
     async def register_branches(self, gid: str, trans_type: str, branches: Sequence[Branch], now_ms: int) -> None:
         g, b, *_ = self.keys.of_trans(gid)

@@ -175,9 +175,11 @@ class Node:
         db: int,
         tls: bool,
         reply_timeout: float = REPLY_TIMEOUT,
+        preload: Sequence[str] = (),
     ):
         self.host = host
         self._reply_timeout = reply_timeout
+        self._preload = [pack(("SCRIPT", "LOAD", source)) for source in preload]
         self.port = port
         self.address = f"{host}:{port}"
         self._auth = (username, password)
@@ -222,6 +224,10 @@ class Node:
             await connection.send(pack(auth))
         if self._db:
             await connection.send(pack(("SELECT", self._db)))
+        # Every new connection (first use, after a restart or a failover) loads the scripts first, in
+        # one round trip: otherwise the first burst of calls would each get NOSCRIPT and load on its own.
+        for loaded in [connection.send(command) for command in self._preload]:
+            await loaded
         self._connection = connection
         return connection
 
@@ -282,6 +288,7 @@ class Cluster:
         username: str | None = None,
         tls: bool = False,
         reply_timeout: float = REPLY_TIMEOUT,
+        preload: Sequence[str] = (),
     ):
         self._options: dict[str, Any] = {
             "password": password,
@@ -289,6 +296,7 @@ class Cluster:
             "db": 0,
             "tls": tls,
             "reply_timeout": reply_timeout,
+            "preload": preload,
         }
         self._nodes: dict[str, Node] = {}
         self._seeds = [self._node(host, port) for host, port in seeds]
@@ -373,8 +381,9 @@ class Cluster:
             node.close()
 
 
-def connect(url: str, reply_timeout: float = REPLY_TIMEOUT) -> Redis | Cluster:
-    """A client for `redis://`, `rediss://` or `redis+cluster://h1:p1,h2:p2` (no I/O until the first command)."""
+def connect(url: str, reply_timeout: float = REPLY_TIMEOUT, preload: Sequence[str] = ()) -> Redis | Cluster:
+    """A client for `redis://`, `rediss://` or `redis+cluster://h1:p1,h2:p2` (no I/O until the first command);
+    `preload`: Lua sources loaded on every connection it opens."""
     parts = urlsplit(url)
     password = unquote(parts.password) if parts.password is not None else None
     username = unquote(parts.username) if parts.username else None
@@ -383,7 +392,7 @@ def connect(url: str, reply_timeout: float = REPLY_TIMEOUT) -> Redis | Cluster:
         seeds = [
             (host or "127.0.0.1", int(port or 6379)) for host, _, port in (h.rpartition(":") for h in hosts.split(","))
         ]
-        return Cluster(seeds, password=password, username=username, reply_timeout=reply_timeout)
+        return Cluster(seeds, password=password, username=username, reply_timeout=reply_timeout, preload=preload)
     path = parts.path.strip("/")
     db = int(path) if path else 0
     node = Node(
@@ -394,5 +403,6 @@ def connect(url: str, reply_timeout: float = REPLY_TIMEOUT) -> Redis | Cluster:
         db=db,
         tls=parts.scheme == "rediss",
         reply_timeout=reply_timeout,
+        preload=preload,
     )
     return Redis(node)

@@ -22,6 +22,7 @@ from fastdtm.models import Branch, Transaction
 from fastdtm.states import TERMINAL, BranchStatus, TransStatus
 from fastdtm.store import hashes
 from fastdtm.store.base import Change
+from fastdtm.store.replies import raise_for
 
 Reply: TypeAlias = tuple[str, ...]
 
@@ -111,6 +112,18 @@ def transition(conn: sqlite3.Connection, change: Change, expire_at: int | None, 
         ((status, finish_ms, change.gid, index) for index, (status, finish_ms) in progress.items()),
     )
     return ("OK",)
+
+
+def promote(conn: sqlite3.Connection, change: Change, wall_ms: int) -> tuple[Transaction, list[Branch]]:
+    """promote.lua: the submit of a prepared transaction, read back in the same SQL transaction.
+
+    A refusal raises (Stale, TransNotFound) here: the SQL transaction rolls back, having written nothing."""
+    if change.expected is not TransStatus.PREPARED or change.status is not TransStatus.SUBMITTED:
+        raise ValueError(f"{change.gid}: promote is prepared -> submitted, not {change.expected} -> {change.status}")
+    raise_for(transition(conn, change, None, wall_ms), change.gid)
+    loaded = load(conn, change.gid, wall_ms)
+    assert loaded is not None  # just written, in this transaction
+    return loaded
 
 
 def register_branch(

@@ -203,3 +203,26 @@ async def _settled(servers: list[Address], baseline: int, timeout: float = 2.0) 
             return False
         await asyncio.sleep(0.02)
     return True
+
+
+async def test_every_new_connection_loads_the_scripts_it_was_given(redis_url: str) -> None:
+    load = Script("load")
+    for host, port in _servers(redis_url):
+        control = aioredis.Redis(host=host, port=port)
+        try:
+            await control.script_flush()
+        finally:
+            await control.aclose()
+    client = resp.connect(redis_url, preload=[load.source])
+    try:
+        # Plain commands to every node: each one's new connection loads the script before anything else.
+        await asyncio.gather(*(client.execute(key(i), "GET", key(i)) for i in range(KEYS.shards)))
+
+        for host, port in _servers(redis_url):
+            control = aioredis.Redis(host=host, port=port)
+            try:
+                assert await control.script_exists(load.sha) == [True], (host, port)
+            finally:
+                await control.aclose()
+    finally:
+        await client.aclose()
