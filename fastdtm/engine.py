@@ -1,10 +1,11 @@
 """Drives one transaction through one processing round: ask its kind, call branches, record results.
 
 A round runs on the node that received `submit` (in the background, or inline with `wait_result`)
-or on the shard's cron owner. Every result is written with one transition script before the round
-moves on; results that need no I/O (empty branch URLs) are folded into the next write, and the last
-branch result is folded into the final status change. Calls are at-least-once: a crash between a
-branch call and its record makes the cron call it again, and branches are idempotent (barrier).
+or on the shard's cron owner. Branch results are written with the round's next write: a status
+change (so the last results ride with `succeed`), a pause, or its end; a round that keeps calling
+branches for longer than PROGRESS_WRITE_MS also writes them as it goes. Calls are at-least-once: a
+crash before a result is written makes the cron call that branch again, and branches are
+idempotent (barrier), as DTM requires.
 
 A new transaction's round (`start`) does not write it first: its first write is the `create`, made
 when the round must write anyway: before the first branch call goes out, or when it is over. So a
@@ -29,6 +30,10 @@ from fastdtm.states import TERMINAL, BranchStatus, Outcome, TransStatus
 from fastdtm.store.base import Change, Store
 
 log = logging.getLogger(__name__)
+
+#: A round that has not written for this long writes its branch results before calling on: a long
+#: round records its progress as it goes, a quick one writes them with its final status.
+PROGRESS_WRITE_MS = 1000
 
 
 @dataclass(slots=True)
@@ -182,6 +187,8 @@ class _Runner:
         interval = trans.next_cron_interval_ms or self.reset_ms
         self.schedule = _Schedule(interval, now + interval)
         self.pending: dict[int, Branch] = {}
+        #: When the round last wrote (or began), in ms.
+        self.written_ms = now
         self.tasks: dict[asyncio.Task[CallResult], Call] = {}
         self.last_error: CallResult | None = None
 
@@ -212,8 +219,11 @@ class _Runner:
             remote = self._finish_local(step)
             if step.start and not remote and not self.tasks:
                 continue  # only I/O-free progress: decide again before writing anything
-            if self.pending or not self.created:
-                # Recorded before the next calls go out: a crash now re-runs as little as possible.
+            if not self.created or (self.pending and remote and self._progress_is_old()):
+                # Stored before any branch is called. Results are written with the round's next
+                # write (a status change, a pause, its end); a round that has not written for
+                # PROGRESS_WRITE_MS writes them before calling on: /query shows its progress, and a
+                # crash re-runs little. Calls are at-least-once and branches idempotent either way.
                 await self._flush()
             self._launch(remote)
             if not self.tasks:
@@ -222,6 +232,9 @@ class _Runner:
         if self.pending or self.schedule.dirty or not self.created:
             await self._flush()
         return True
+
+    def _progress_is_old(self) -> bool:
+        return self.rnd.now_ms - self.written_ms >= PROGRESS_WRITE_MS
 
     def _finish_local(self, step: Step) -> list[Call]:
         """Records the calls that need no I/O (empty URL = success); returns the others."""
@@ -338,3 +351,4 @@ class _Runner:
         self.rnd.trans = trans
         self.pending.clear()
         self.schedule.dirty = False
+        self.written_ms = change.now_ms
