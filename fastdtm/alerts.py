@@ -10,12 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-
-import aiohttp
+from collections.abc import Mapping
+from typing import Final
 
 from fastdtm import wire
+from fastdtm.branch_http import HttpClient
 
 log = logging.getLogger(__name__)
+
+_JSON: Final[Mapping[str, str]] = {"Content-Type": "application/json"}
+#: Seconds an alert may take: it must never hold anything up.
+_TIMEOUT: Final = 5.0
 
 
 def retry_count(interval_ms: int, reset_ms: int) -> int:
@@ -24,8 +29,8 @@ def retry_count(interval_ms: int, reset_ms: int) -> int:
 
 
 class Alerter:
-    def __init__(self, session: aiohttp.ClientSession, url: str, retry_limit: int) -> None:
-        self.session = session
+    def __init__(self, http: HttpClient, url: str, retry_limit: int) -> None:
+        self.http = http
         self.url = url
         self.retry_limit = retry_limit
         self._sending: set[asyncio.Task[None]] = set()
@@ -40,13 +45,9 @@ class Alerter:
 
     async def _post(self, body: dict[str, object]) -> None:
         try:
-            async with self.session.post(
-                self.url,
-                data=wire.encode(body),
-                headers={"Content-Type": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=5),
-            ) as resp:
-                if resp.status >= 300:
-                    log.warning("alert webhook answered %d", resp.status, extra={"gid": body["gid"]})
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            status, _ = await self.http.request("POST", self.url, _JSON, wire.encode(body), _TIMEOUT)
+        except OSError as exc:
             log.warning("alert webhook failed: %s", exc, extra={"gid": body["gid"]})
+            return
+        if status >= 300:
+            log.warning("alert webhook answered %d", status, extra={"gid": body["gid"]})

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TypedDict
 
-import aiohttp
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount
@@ -24,6 +23,7 @@ from fastdtm.api import dtmsvr, jsonrpc, kv as kv_api, ops
 from fastdtm.api.direct import DirectRoutes, ErrorHandler
 from fastdtm.api.http import api_error, store_error
 from fastdtm.api.middleware import MetricsMiddleware
+from fastdtm.branch_http import HttpClient
 from fastdtm.clock import SystemClock
 from fastdtm.config import Settings
 from fastdtm.cron import Cron
@@ -98,11 +98,10 @@ def create_app(settings: Settings) -> DirectRoutes:
         clock = SystemClock()
         topics = Topics(kv, clock)
         policy = Policy(int(settings.retry_interval * 1000), int(settings.timeout_to_fail * 1000))
-        # One pooled session for every branch call of this process: keep-alive per branch host.
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30)
-        session = aiohttp.ClientSession(connector=connector, auto_decompress=False)
-        alerter = Alerter(session, settings.alert_webhook, settings.alert_retry_limit)
-        engine = Engine(store, Invoker(session, settings.request_timeout), policy, clock, metrics, alerter)
+        # One HTTP client for every branch call of this process: keep-alive pools per branch host.
+        http = HttpClient()
+        alerter = Alerter(http, settings.alert_webhook, settings.alert_retry_limit)
+        engine = Engine(store, Invoker(http, settings.request_timeout), policy, clock, metrics, alerter)
         cron = Cron(store, engine, settings, clock, metrics)
         cron.start()
         try:
@@ -118,7 +117,7 @@ def create_app(settings: Settings) -> DirectRoutes:
         finally:
             await cron.stop()
             await engine.close()
-            await session.close()
+            await http.close()
             await store.close()
             log.info("fastdtm node %s stopped", settings.node_id)
 

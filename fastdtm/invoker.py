@@ -1,6 +1,6 @@
 """Branch calls over HTTP: build the request DTM's way, map the reply to an Outcome.
 
-One shared aiohttp session per process (keep-alive pools per branch host). A call is POST when it
+One shared `HttpClient` per process (keep-alive pools per branch host). A call is POST when it
 has a body, else GET; the server adds `gid, trans_type, branch_id, op` to the query string and the
 transaction's `branch_headers` to the headers (reference §5.2). Reply mapping (§2.2): ONGOING
 first (425 or the word in the body), then FAILURE (409 or the word), then 200 = SUCCESS; anything
@@ -10,11 +10,12 @@ else, including network errors and timeouts, is an ERROR to retry.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlencode
+from typing import Final
+from urllib.parse import quote_plus
 
-import aiohttp
-
+from fastdtm.branch_http import HttpClient
 from fastdtm.kinds.base import Call
 from fastdtm.models import Transaction
 from fastdtm.states import Outcome
@@ -23,6 +24,7 @@ log = logging.getLogger(__name__)
 
 #: Bytes of a reply body kept for reasons and logs.
 _DETAIL_LIMIT = 1000
+_JSON: Final[Mapping[str, str]] = {"Content-Type": "application/json"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,33 +43,41 @@ def classify(status: int, body: str) -> Outcome:
 
 
 def branch_url(url: str, trans: Transaction, call: Call) -> str:
-    query = urlencode({"gid": trans.gid, "trans_type": trans.trans_type, "branch_id": call.branch_id, "op": call.op})
+    # What urlencode() gives for these four, spelled out: its generality cost ~10 µs a call, 3x this.
+    query = (
+        f"gid={quote_plus(trans.gid)}&trans_type={quote_plus(trans.trans_type)}"
+        f"&branch_id={quote_plus(call.branch_id)}&op={quote_plus(call.op)}"
+    )
     return f"{url}{'&' if '?' in url else '?'}{query}"
 
 
+def call_headers(branch_headers: Mapping[str, str]) -> Mapping[str, str]:
+    """`Content-Type: application/json` plus the transaction's headers, which may replace it (any case)."""
+    if not branch_headers:
+        return _JSON
+    if any(name.lower() == "content-type" for name in branch_headers):
+        return branch_headers
+    return {**_JSON, **branch_headers}
+
+
 class Invoker:
-    def __init__(self, session: aiohttp.ClientSession, default_timeout: float) -> None:
-        self.session = session
+    def __init__(self, http: HttpClient, default_timeout: float) -> None:
+        self.http = http
         self.default_timeout = default_timeout
 
     async def call(self, trans: Transaction, call: Call) -> CallResult:
         timeout = trans.options.request_timeout or self.default_timeout
-        headers = {"Content-Type": "application/json", **trans.options.branch_headers}
         url = branch_url(call.url, trans, call)
         method = "POST" if call.data or call.post else "GET"
+        # surrogateescape: a workflow input may be any bytes (see kinds/workflow.py).
+        data = call.data.encode("utf-8", "surrogateescape") if call.data else None
         try:
-            async with self.session.request(
-                method,
-                url,
-                # surrogateescape: a workflow input may be any bytes (see kinds/workflow.py).
-                data=call.data.encode("utf-8", "surrogateescape") if call.data else None,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
-            ) as resp:
-                body = (await resp.read()).decode(errors="replace")
-                status = resp.status
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            status, raw = await self.http.request(
+                method, url, call_headers(trans.options.branch_headers), data, timeout
+            )
+        except OSError as exc:
             # Connection refused, reset, DNS, timeout: the branch may or may not have run; retry.
             return CallResult(Outcome.ERROR, f"url:{call.url} error: {type(exc).__name__}: {exc}")
+        body = raw.decode(errors="replace")
         outcome = classify(status, body)
         return CallResult(outcome, f"url:{call.url} return {status}: {body[:_DETAIL_LIMIT]}")

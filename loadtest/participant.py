@@ -2,7 +2,7 @@
 
 Every request, whatever its method or path, is answered ``200 {"dtm_result":"SUCCESS"}`` over HTTP/1.1 with
 keep-alive: the saga actions and compensations, the msg branch and its ``query_prepared`` check-back, and the TCC
-try/confirm/cancel calls all succeed. It keeps no state. aiohttp on uvloop (both already fastdtm dependencies).
+try/confirm/cancel calls all succeed. It keeps no state. aiohttp (dev extra) on uvloop.
 
 Run: ``python loadtest/participant.py --port 8081`` (then ``FASTDTM_PARTICIPANT=http://127.0.0.1:8081``).
 For the cheapest possible branch side in benchmarks see ``bench/branch_server.py``.

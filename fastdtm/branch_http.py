@@ -1,0 +1,403 @@
+"""A lean HTTP/1.1 client for branch calls and the alert webhook: keep-alive pools, one timer per request.
+
+Why not aiohttp: under a saga load with real branch URLs, aiohttp's client took a fifth to a quarter
+of the coordinator's CPU (request and response objects, yarl URLs, timeout contexts, payload
+registries). A branch call needs none of that: one request built by hand into one `write`, a reply
+parsed by llhttp in C (httptools), and the status and the whole body handed back.
+
+Behaviour kept from the aiohttp session it replaces (`limit=0, keepalive_timeout=30`): per-origin
+pools of idle keep-alive connections, reused last-in first-out, closed after 30 s idle; no cap on
+concurrent connections; a total timeout per request (connect, send, reply, redirects); redirects
+followed as aiohttp and Go's resty do (at most 10; 303, and 301/302 after a POST, become a GET
+without body). Every failure is a `BranchHttpError`. Not supported, as branch calls never need
+them: HEAD (its reply would be read as having a body), protocol upgrades, request pipelining.
+
+A reused idle connection that turns out closed by the server before any byte of the reply arrived
+is retried once on a new connection: that is the benign keep-alive race (the server closed an idle
+connection just as we reused it), and branch operations are idempotent by DTM's contract. Nothing is
+retried once a reply has started, nor on a new connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import ssl as ssl_module
+from collections.abc import Callable, Mapping
+from typing import Final, NamedTuple, cast
+from urllib.parse import quote, unquote, urljoin
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+
+#: Seconds an idle connection stays pooled (aiohttp's `keepalive_timeout` the session used).
+KEEPALIVE: Final = 30.0
+#: Redirects followed for one request before giving up (aiohttp's default, and Go net/http's under resty).
+MAX_REDIRECTS: Final = 10
+
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+# Framing is ours alone: a caller's Content-Length or Transfer-Encoding could desync a pooled connection.
+_FRAMING: Final = frozenset({"content-length", "transfer-encoding"})
+# Reserved characters and '%' (already-encoded bytes) stay as they are when a target must be quoted.
+_SAFE: Final = "!#$%&'()*+,/:;=?@[]~"
+
+Origin = tuple[str, str, int]
+"""(scheme, host, port): what a pool of idle connections is keyed by."""
+_Reply = tuple[int, bytes, bytes | None]
+"""Status, body, Location header."""
+
+
+class BranchHttpError(OSError):
+    """A request that got no complete HTTP reply: not connected, reset, timed out, malformed, redirect loop."""
+
+
+class _Stale(BranchHttpError):
+    """The connection closed before any byte of the reply: on a reused idle connection, worth one retry."""
+
+
+class Target(NamedTuple):
+    origin: Origin
+    #: The Host header: the host, and the port unless it is the scheme's default.
+    host: str
+    #: Path and query as sent in the request line.
+    path: str
+    #: `Basic ...` from user:password in the URL, as aiohttp and Go's net/http use it.
+    auth: str | None
+
+
+def parse_url(url: str) -> Target:
+    """Splits an absolute http(s) URL by hand: urlsplit plus its properties cost several times more."""
+    scheme, sep, rest = url.partition("://")
+    scheme = scheme.lower()
+    if not sep or scheme not in _DEFAULT_PORTS:
+        raise BranchHttpError(f"unsupported URL {url!r}: only http:// and https:// are")
+    end = rest.find("/")
+    if end < 0:
+        end = len(rest)
+    if "?" in rest[:end] or "#" in rest[:end]:  # "http://h?q": the authority ends early
+        end = min(i for i in (rest.find("?"), rest.find("#"), end) if i >= 0)
+    authority, path = rest[:end], rest[end:].partition("#")[0]
+    userinfo, _, hostport = authority.rpartition("@")
+    host, port = _host_port(hostport, _DEFAULT_PORTS[scheme], url)
+    if not path.startswith("/"):
+        path = "/" + path
+    if not (path.isascii() and path.isprintable()) or " " in path:
+        path = quote(path, safe=_SAFE)
+    host_header = f"[{host}]" if ":" in host else host
+    if port != _DEFAULT_PORTS[scheme]:
+        host_header = f"{host_header}:{port}"
+    auth = "Basic " + base64.b64encode(unquote(userinfo).encode()).decode() if userinfo else None
+    return Target((scheme, host, port), host_header, path, auth)
+
+
+def _host_port(hostport: str, default: int, url: str) -> tuple[str, int]:
+    if hostport.startswith("["):  # an IPv6 literal
+        host, _, tail = hostport[1:].partition("]")
+        port = tail.removeprefix(":")
+    else:
+        host, _, port = hostport.partition(":")
+    try:
+        if not host.isascii():
+            host = host.encode("idna").decode("ascii")
+        number = int(port) if port else default
+    except (UnicodeError, ValueError):
+        number = -1
+    if not host or not host.isprintable() or " " in host or not 0 < number < 65536:
+        raise BranchHttpError(f"invalid host or port in URL {url!r}")
+    return host.lower(), number
+
+
+def encode_request(method: str, target: Target, headers: Mapping[str, str], body: bytes | None) -> bytes:
+    """The request's bytes, ready for one write. A POST always says its length, 0 included (XA's empty POST)."""
+    lines = [f"{method} {target.path} HTTP/1.1"]
+    given: set[str] = set()
+    for name, value in headers.items():
+        key = name.lower()
+        if key in _FRAMING:
+            continue
+        if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+            # A line break would smuggle a second request onto a connection we pool.
+            raise BranchHttpError(f"header {name!r} holds a line break")
+        given.add(key)
+        lines.append(f"{name}: {value}")
+    if "host" not in given:
+        lines.append(f"Host: {target.host}")
+    if "connection" not in given:
+        lines.append("Connection: keep-alive")
+    if target.auth is not None and "authorization" not in given:
+        lines.append(f"Authorization: {target.auth}")
+    if body or method == "POST":
+        lines.append(f"Content-Length: {len(body) if body else 0}")
+    lines.append("\r\n")
+    head = "\r\n".join(lines).encode()
+    return head + body if body else head
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP (or TLS) connection carrying one request at a time; its reply resolves `_waiter`."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_lost: Callable[[_Connection], None]) -> None:
+        self._loop = loop
+        self._on_lost = on_lost
+        self._parser = HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._waiter: asyncio.Future[_Reply] | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        # The reply being read.
+        self._received = False  # a byte of it arrived: from then on, never retry
+        self._done = False
+        self._keep_alive = False
+        self._headers_done = False
+        self._framed = False  # Content-Length or chunked; otherwise the body ends when the server closes
+        self._location: bytes | None = None
+        self._chunks: list[bytes] = []
+
+    @property
+    def usable(self) -> bool:
+        return not self.closed and self._transport is not None and not self._transport.is_closing()
+
+    @property
+    def reusable(self) -> bool:
+        return self._done and self._keep_alive and self.usable
+
+    async def exchange(self, payload: bytes, deadline: float, timeout: float) -> _Reply:
+        transport = self._transport
+        if transport is None or not self.usable:
+            raise _Stale("connection closed before the request was sent")
+        self._received = self._done = False
+        waiter: asyncio.Future[_Reply] = self._loop.create_future()
+        self._waiter = waiter
+        timer = self._loop.call_at(deadline, self._expire, timeout)
+        try:
+            transport.write(payload)
+            return await waiter
+        except BaseException:
+            # Timed out, broken, or the caller was cancelled: the reply is unread or half read, and
+            # whatever comes next on this connection could not be matched to a request.
+            self.close()
+            raise
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self._transport is not None:
+                self._transport.abort()
+
+    def _fail(self, exc: BranchHttpError) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+        self.close()
+
+    def _expire(self, timeout: float) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():  # not a reply that came in just before the deadline
+            self._fail(BranchHttpError(f"timeout: no complete reply within {timeout:g} s"))
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it. Both asyncio and
+        # uvloop set TCP_NODELAY on TCP connections already.
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._waiter is None:
+            self.close()  # bytes while idle: the server is out of step with us
+            return
+        self._received = True
+        try:
+            self._parser.feed_data(data)
+        except HttpParserUpgrade:
+            self._fail(BranchHttpError("malformed reply: protocol upgrade is not supported"))
+        except HttpParserError as exc:
+            self._fail(BranchHttpError(f"malformed reply: {exc}"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._on_lost(self)
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        if exc is None and self._headers_done and not self._framed:
+            waiter.set_result((self._parser.get_status_code(), b"".join(self._chunks), self._location))
+            return
+        reason = f": {exc}" if exc else ""
+        if self._received:
+            waiter.set_exception(BranchHttpError(f"connection lost in the middle of the reply{reason}"))
+        else:
+            waiter.set_exception(_Stale(f"connection closed by the server before any reply{reason}"))
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if self._done:
+            self.close()  # a second reply to one request: out of step
+            return
+        self._headers_done = self._framed = False
+        self._location = None
+        self._chunks = []
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"content-length":
+            self._framed = True
+        elif name == b"transfer-encoding":
+            self._framed = b"chunked" in value.lower()
+        elif name == b"location":
+            self._location = value
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+        self._keep_alive = self._parser.should_keep_alive()
+
+    def on_body(self, body: bytes) -> None:
+        self._chunks.append(body)
+
+    def on_message_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200:
+            self._headers_done = False  # an interim reply (100 Continue): the final one follows
+            return
+        self._done = True
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result((status, b"".join(self._chunks), self._location))
+
+
+class HttpClient:
+    """Pools of idle keep-alive connections per origin; one per process, built and closed by the lifespan."""
+
+    def __init__(self, keepalive: float = KEEPALIVE, ssl: ssl_module.SSLContext | None = None) -> None:
+        """`ssl`: the TLS context for https origins; by default the system's trust store, made on first use."""
+        self._keepalive = keepalive
+        # Idle connections: most recently used last, so reuse pops the warmest one.
+        self._pools: dict[Origin, list[_Connection]] = {}
+        self._live: set[_Connection] = set()  # idle or busy, for close()
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._ssl = ssl
+        self._closed = False
+
+    async def request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout: float
+    ) -> tuple[int, bytes]:
+        """Sends one request and returns the final reply's status and body; raises BranchHttpError."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        for _ in range(MAX_REDIRECTS + 1):
+            target = parse_url(url)
+            payload = encode_request(method, target, headers, body)
+            status, reply, location = await self._send(target, payload, deadline, timeout)
+            if location is None or status not in _REDIRECTS:
+                return status, reply
+            next_url = urljoin(url, location.decode("utf-8", "replace"))
+            if status == 303 or (status in (301, 302) and method == "POST"):
+                method, body = "GET", None
+            if parse_url(next_url).origin != target.origin:
+                # As aiohttp: credentials are not handed to another origin.
+                headers = {name: value for name, value in headers.items() if name.lower() != "authorization"}
+            url = next_url
+        raise BranchHttpError(f"too many redirects: more than {MAX_REDIRECTS}, the last to {url}")
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+        for conn in list(self._live):
+            conn.close()
+        self._pools.clear()
+        await asyncio.sleep(0)  # let the transports report connection_lost before the loop moves on
+
+    async def _send(self, target: Target, payload: bytes, deadline: float, timeout: float) -> _Reply:
+        conn = self._idle(target.origin)
+        if conn is not None:
+            try:
+                return await self._exchange(target.origin, conn, payload, deadline, timeout)
+            except _Stale:
+                pass  # the keep-alive race: the server closed it as we reused it; once more, on a new one
+        conn = await self._connect(target.origin, deadline, timeout)
+        try:
+            return await self._exchange(target.origin, conn, payload, deadline, timeout)
+        except _Stale as exc:
+            raise BranchHttpError(str(exc)) from None  # callers see one exception type, never _Stale
+
+    async def _exchange(
+        self, origin: Origin, conn: _Connection, payload: bytes, deadline: float, timeout: float
+    ) -> _Reply:
+        reply = await conn.exchange(payload, deadline, timeout)
+        if conn.reusable and not self._closed:
+            self._release(origin, conn)
+        else:
+            conn.close()
+        return reply
+
+    def _idle(self, origin: Origin) -> _Connection | None:
+        pool = self._pools.get(origin)
+        while pool:
+            conn = pool.pop()
+            if conn.usable:
+                return conn
+        return None
+
+    def _release(self, origin: Origin, conn: _Connection) -> None:
+        loop = asyncio.get_running_loop()
+        conn.idle_since = loop.time()
+        pool = self._pools.get(origin)
+        if pool is None:
+            self._pools[origin] = [conn]
+        else:
+            pool.append(conn)
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self._sweep_every, self._sweep)
+
+    @property
+    def _sweep_every(self) -> float:
+        # A connection is closed between `keepalive` and `keepalive` + this after its last use.
+        return min(5.0, self._keepalive / 2)
+
+    def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._sweeper = None
+        cutoff = loop.time() - self._keepalive
+        for origin, pool in list(self._pools.items()):
+            fresh: list[_Connection] = []
+            for conn in pool:
+                if conn.usable and conn.idle_since > cutoff:
+                    fresh.append(conn)
+                else:
+                    conn.close()
+            if fresh:
+                self._pools[origin] = fresh
+            else:
+                del self._pools[origin]
+        if self._pools:
+            self._sweeper = loop.call_later(self._sweep_every, self._sweep)
+
+    async def _connect(self, origin: Origin, deadline: float, timeout: float) -> _Connection:
+        if self._closed:
+            raise BranchHttpError("the HTTP client is closed")
+        scheme, host, port = origin
+        loop = asyncio.get_running_loop()
+        ssl = self._ssl_context() if scheme == "https" else None
+        factory = functools.partial(_Connection, loop, self._live.discard)
+        try:
+            async with asyncio.timeout_at(deadline):
+                _, conn = await loop.create_connection(
+                    factory, host, port, ssl=ssl, server_hostname=host if ssl else None
+                )
+        except TimeoutError as exc:
+            raise BranchHttpError(f"timeout: not connected to {host}:{port} within {timeout:g} s") from exc
+        except OSError as exc:
+            raise BranchHttpError(f"cannot connect to {host}:{port}: {exc}") from exc
+        self._live.add(conn)
+        return conn
+
+    def _ssl_context(self) -> ssl_module.SSLContext:
+        if self._ssl is None:  # built on first use: loading the CA store takes milliseconds
+            self._ssl = ssl_module.create_default_context()
+        return self._ssl
