@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from fastdtm.alerts import Alerter, retry_count
 from fastdtm.clock import Clock
@@ -327,13 +327,14 @@ class _Runner:
     async def _write(self, change: Change) -> None:
         """One script: the change as a transition, or the transaction's `create` in its changed state."""
         trans = self.rnd.trans
-        if change.status is not trans.status:
-            trans = trans.with_status(change.status, change.now_ms, change.rollback_reason)
         if self.created:
+            if change.status is not trans.status:
+                trans = trans.with_status(change.status, change.now_ms, change.rollback_reason)
             await self.engine.store.transition(change)
         else:
             assert change.next_cron_ms is not None and change.interval_ms is not None
-            trans = replace(trans, next_cron_ms=change.next_cron_ms, next_cron_interval_ms=change.interval_ms)
+            schedule = (change.next_cron_ms, change.interval_ms)
+            trans = trans.with_status(change.status, change.now_ms, change.rollback_reason, schedule=schedule)
             try:
                 existing = await self.engine.store.create(trans, self.rnd.branches)
                 if existing is not None:

@@ -70,7 +70,8 @@ class Service:
     async def _new(self, req: TransRequest, status: TransStatus) -> tuple[Transaction, list[Branch]]:
         trans_type = req.trans_type_enum()
         now = self.clock.now_ms()
-        branches = kind_for(trans_type).build(req, now, await self._topics(req))
+        topics = await self._topics(req) if trans_type is TransType.MSG else {}
+        branches = kind_for(trans_type).build(req, now, topics)
         interval = reset_interval_ms(req.options, self.policy)
         trans = Transaction(
             gid=req.gid,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Final
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -20,8 +20,13 @@ def json_response(value: Any, status_code: int = 200) -> Response:
     return Response(wire.encode(value), status_code=status_code, media_type="application/json")
 
 
+#: Built once: a Response is only read when sent (status, raw headers, body), so one instance serves
+#: every success reply and the hot path skips building its headers each time. Never mutated.
+_SUCCESS_RESPONSE: Final = Response(SUCCESS, media_type="application/json")
+
+
 def success() -> Response:
-    return Response(SUCCESS, media_type="application/json")
+    return _SUCCESS_RESPONSE
 
 
 async def read_object(request: Request) -> dict[str, Any]:
