@@ -15,7 +15,8 @@ from fastdtm.store.base import ListQuery
 
 
 def _service(request: Request) -> Service:
-    service: Service = request.state.service
+    # The lifespan state as a plain dict: `request.state` wraps it in a new object at every access.
+    service: Service = request.scope["state"]["service"]
     return service
 
 

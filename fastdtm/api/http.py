@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from fastdtm import wire
@@ -30,19 +30,33 @@ def success() -> Response:
 
 
 async def read_object(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object, refused past the size limit before it is all read."""
-    limit: int = request.state.settings.max_body_bytes
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"request body is over the limit of {limit} bytes.")
+    """The request body as a JSON object, refused past the size limit before it is all read.
+
+    Reads the ASGI messages itself: Starlette's `request.stream()` (an async generator) and a parsed
+    `request.headers` cost more than the rest of decoding on the hot path. The body can be read once.
+    """
+    scope = request.scope
+    limit: int = scope["state"]["settings"].max_body_bytes
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            if value.isdigit() and int(value) > limit:
+                raise PayloadTooLarge(f"request body is over the limit of {limit} bytes.")
+            break
     chunks = []
     size = 0
-    async for chunk in request.stream():
+    receive = request.receive
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"request body is over the limit of {limit} bytes.")
         chunks.append(chunk)
-    return wire.decode_object(b"".join(chunks))
+        if not message.get("more_body", False):
+            break
+    return wire.decode_object(chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
 
 async def api_error(request: Request, exc: Exception) -> Response:
