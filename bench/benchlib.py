@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import math
 import os
 import signal
 import socket
@@ -16,11 +18,13 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping
-from contextlib import ExitStack, suppress
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import ExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import aiohttp
 
@@ -364,6 +368,66 @@ def int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError("expected positive integers, e.g. 16,64")
     return values
+
+
+async def run_captured(argv: list[str], timeout: float) -> tuple[int, str]:
+    """Runs a short command (stderr into stdout) within `timeout` s: (exit code, output); killed past it."""
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    try:
+        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(errors="replace").strip()
+
+
+@asynccontextmanager
+async def load_generator(argv: list[str], log_path: Path) -> AsyncIterator[asyncio.subprocess.Process]:
+    """The load generator with `-markers`, lines on its stdout, stderr in `log_path`; stopped by pid on exit.
+
+    With -markers it exits only once its stdin closes, after the caller's last read of its /proc entry."""
+    with log_path.open("wb") as err_log:
+        proc = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err_log
+        )
+    try:
+        yield proc
+    finally:
+        if proc.returncode is None:  # failure or Ctrl-C: the load generator is ours, stop it by pid
+            proc.kill()
+            await proc.wait()
+
+
+def comma_choices(allowed: tuple[str, ...]) -> Callable[[str], list[str]]:
+    """argparse type for a comma list of some of `allowed`."""
+
+    def parse(text: str) -> list[str]:
+        values = [part for part in text.split(",") if part]
+        if not values or any(v not in allowed for v in values):
+            raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(allowed)}")
+        return values
+
+    return parse
+
+
+def json_number(value: float, digits: int) -> float | None:
+    """`value` rounded for a results file; None for NaN or infinity, which JSON cannot hold."""
+    return round(value, digits) if math.isfinite(value) else None
+
+
+def write_results(path: Path, settings: Mapping[str, Any], meta: Mapping[str, Any], levels: list[Any]) -> None:
+    """A run's JSON: when, the command, its settings (paths as text), what the harness adds, the levels."""
+    doc = {
+        "generated": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "command": display_command(),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.items()},
+        **meta,
+        "levels": levels,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
 
 
 def command_output(argv: list[str]) -> str:

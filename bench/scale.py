@@ -53,16 +53,21 @@ from benchlib import (
     Managed,
     RedisAdmin,
     check_alive,
+    comma_choices,
     display_command,
     free_port,
     int_list,
+    json_number,
+    load_generator,
     parse_info,
     redis_version,
+    run_captured,
     spawn,
     terminate,
     tree_cpu_seconds,
     wait_ready,
     wait_tcp,
+    write_results,
 )
 from side_by_side import (
     EVAL_COMMANDS,
@@ -482,10 +487,10 @@ class Level:
             "calls_share_pct": round(100 * m.total / total, 2),
             "eval_per_s": round(m.per_s(m.evals), 1),
             "eval_share_pct": round(100 * m.evals / evals, 2),
-            "eval_usec_per_call": _round(m.eval_usec / m.evals if m.evals else math.nan, 2),
+            "eval_usec_per_call": json_number(m.eval_usec / m.evals if m.evals else math.nan, 2),
             "keys_after": self.keys[index],
             "main_thread_cpu_pct": round(100 * m.per_s(m.cpu_s), 1),
-            "lua_calls_per_tx": _round(self.evals_per_tx(index), 3),
+            "lua_calls_per_tx": json_number(self.evals_per_tx(index), 3),
             "idle_eval_per_s": round(self.idle_evals_per_s(index), 1),
             "idle_main_thread_cpu_pct": round(100 * self.idle_cpu(index), 2),
             "errors": m.errors,
@@ -501,24 +506,22 @@ class Level:
             "cpu_window_s": round(self.window_s, 3),
             "masters": [self._master_json(i, layout) for i in range(len(self.masters))],
             "node_request_share_pct": [round(100 * n / requests, 1) for n in self.node_requests],
-            "cpu_s_per_1k_tx": {k: _round(1000 * v / (self.tps * self.window_s), 3) for k, v in self.cpu_s.items()},
+            "cpu_s_per_1k_tx": {
+                k: json_number(1000 * v / (self.tps * self.window_s), 3) for k, v in self.cpu_s.items()
+            },
             "model": {
-                "lua_calls_per_tx": _round(self.lua_calls_per_tx, 3),
+                "lua_calls_per_tx": json_number(self.lua_calls_per_tx, 3),
                 "masters_carrying_transactions": len(self.carrying()),
                 "estimates": {
                     name: {
-                        "lua_calls_per_core_s": _round(v, 0),
-                        "one_master_ceiling_tx_per_s": _round(self.one_master_ceiling(v), 0),
-                        "cluster_ceiling_tx_per_s": _round(self.cluster_ceiling(v), 0),
+                        "lua_calls_per_core_s": json_number(v, 0),
+                        "one_master_ceiling_tx_per_s": json_number(self.one_master_ceiling(v), 0),
+                        "cluster_ceiling_tx_per_s": json_number(self.cluster_ceiling(v), 0),
                     }
                     for name, v in (("from_main_thread_cpu", by_cpu), ("from_exec_time", by_exec))
                 },
             },
         }
-
-
-def _round(value: float, digits: int) -> float | None:
-    return None if not math.isfinite(value) else round(value, digits)  # JSON has no NaN or Infinity
 
 
 @dataclass
@@ -547,19 +550,9 @@ class Deployment:
 
 async def verify(dep: Deployment, workload: str) -> None:
     """One transaction through the balancer, read back through it (maybe from another node): ``succeed``."""
-    proc = await asyncio.create_subprocess_exec(
-        *dep.loadgen_argv(workload, "-verify", "-prefix", f"scale{os.getpid()}-{dep.key}"),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), REQUESTS_PER_TX * dep.args.request_timeout + 10)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    text = out.decode(errors="replace").strip()
-    if proc.returncode != 0:
+    argv = dep.loadgen_argv(workload, "-verify", "-prefix", f"scale{os.getpid()}-{dep.key}")
+    code, text = await run_captured(argv, REQUESTS_PER_TX * dep.args.request_timeout + 10)
+    if code != 0:
         logs = "\n".join(f"--- {n.name} ---\n{n.proc.log_tail()}" for n in dep.nodes)
         raise RuntimeError(f"{SERVERS[dep.key]} failed the {workload} check: {text}\n{logs}")
     got = json.loads(text)
@@ -605,19 +598,9 @@ async def run_level(dep: Deployment, session: aiohttp.ClientSession, workload: s
     args = dep.args
     tag = f"scale{os.getpid()}-{dep.key}-{workload}-c{concurrency}"
     timing = ["-concurrency", str(concurrency), "-warmup", f"{args.warmup}s", "-duration", f"{args.duration}s"]
-    with (dep.log_dir / f"loadgen-{dep.key}-{workload}-{concurrency}.log").open("wb") as err_log:
-        proc = await asyncio.create_subprocess_exec(
-            *dep.loadgen_argv(workload, *timing, "-prefix", tag, "-markers"),
-            stdin=asyncio.subprocess.PIPE,  # with -markers it exits only once this closes, after our last read
-            stdout=asyncio.subprocess.PIPE,
-            stderr=err_log,
-        )
-    try:
+    argv = dep.loadgen_argv(workload, *timing, "-prefix", tag, "-markers")
+    async with load_generator(argv, dep.log_dir / f"loadgen-{dep.key}-{workload}-{concurrency}.log") as proc:
         return await _collect(dep, session, workload, concurrency, proc)
-    finally:
-        if proc.returncode is None:  # failure or Ctrl-C: the load generator is ours, stop it by pid
-            proc.kill()
-            await proc.wait()
 
 
 async def _collect(
@@ -871,21 +854,6 @@ Redis is preempted mid-script, as usec is wall time). "one master" is L ÷ k: al
 """
 
 
-def write_json(
-    path: Path, levels: Sequence[Level], meta: dict[str, Any], layout: Layout, args: argparse.Namespace
-) -> None:
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "results_dir"}
-    doc = {
-        "generated": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": display_command(),
-        "settings": settings,
-        **meta,
-        "levels": [r.to_json(layout) for r in levels],
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-
-
 def report(levels: Sequence[Level], meta: dict[str, Any], layout: Layout, args: argparse.Namespace) -> None:
     print(f"\ncommand: {display_command()}")
     for key, info in meta["servers"].items():
@@ -896,7 +864,8 @@ def report(levels: Sequence[Level], meta: dict[str, Any], layout: Layout, args: 
     print(MODEL_TEXT)
     print("\n".join([MODEL_HEADER, *model_rows(levels)]))
     path = args.results_dir / f"scale-{datetime.now():%Y%m%d-%H%M%S}.json"
-    write_json(path, levels, meta, layout, args)
+    settings = {k: v for k, v in vars(args).items() if k != "results_dir"}
+    write_results(path, settings, meta, [r.to_json(layout) for r in levels])
     print(f"\nresults: {path}")
 
 
@@ -908,8 +877,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per level (default 10)")
     p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each level (default 3)")
     p.add_argument("--concurrency", type=int_list, default=[16, 64], help="comma list of levels (default 16,64)")
-    p.add_argument("--workloads", type=_choices(WORKLOADS), default=list(WORKLOADS), help="saga-empty,saga-http")
-    p.add_argument("--servers", type=_choices(tuple(SERVERS)), default=list(SERVERS), help="fastdtm,godtm (both)")
+    p.add_argument("--workloads", type=comma_choices(WORKLOADS), default=list(WORKLOADS), help="saga-empty,saga-http")
+    p.add_argument("--servers", type=comma_choices(tuple(SERVERS)), default=list(SERVERS), help="fastdtm,godtm (both)")
     p.add_argument("--nodes", type=int, default=3, help="coordinator nodes behind the balancer (default 3)")
     p.add_argument("--masters", type=int, default=3, help="Redis Cluster masters (default 3)")
     p.add_argument("--settle", type=float, default=4.0, help="seconds between settled leases and idle (default 4)")
@@ -924,16 +893,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.nodes < 1 or args.masters < 1:
         p.error("--nodes and --masters must be at least 1")
     return args
-
-
-def _choices(allowed: tuple[str, ...]) -> Any:
-    def parse(text: str) -> list[str]:
-        values = [part for part in text.split(",") if part]
-        if not values or any(v not in allowed for v in values):
-            raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(allowed)}")
-        return values
-
-    return parse
 
 
 def time_bound(args: argparse.Namespace) -> float:

@@ -49,6 +49,7 @@ from benchlib import (
     Managed,
     RedisAdmin,
     check_alive,
+    comma_choices,
     command_output,
     cores_busy_ticks,
     cpu_list,
@@ -56,15 +57,19 @@ from benchlib import (
     fmt,
     free_port,
     int_list,
+    json_number,
+    load_generator,
     parse_info,
     pinned,
     redis_version,
+    run_captured,
     spawn,
     start_redis,
     terminate,
     tree_cpu_seconds,
     wait_ready,
     wait_tcp,
+    write_results,
 )
 
 WORKLOADS = ("saga-empty", "saga-http", "msg", "tcc")
@@ -327,21 +332,17 @@ class Level:
             **self.report,
             "cpu_window_s": round(self.cpu_window_s, 3),
             "cpu_s": {role: round(v, 3) for role, v in self.cpu.items()},
-            "cpu_s_per_1k_tx": {role: _round(self.cpu_per_1k(role), 4) for role in self.cpu},
-            "coordinator_core_pct": _round(self.busy_pct("coordinator"), 1),
-            "support_core_pct": _round(self.busy_pct(*SUPPORT_ROLES), 1),
-            "cpus_busy_pct": {name: _round(v, 1) for name, v in self.cores_busy.items()},
-            "redis_calls_per_tx": _round(self.redis_calls_per_tx, 3),
-            "eval_per_tx": _round(self.eval_per_tx, 3),
+            "cpu_s_per_1k_tx": {role: json_number(self.cpu_per_1k(role), 4) for role in self.cpu},
+            "coordinator_core_pct": json_number(self.busy_pct("coordinator"), 1),
+            "support_core_pct": json_number(self.busy_pct(*SUPPORT_ROLES), 1),
+            "cpus_busy_pct": {name: json_number(v, 1) for name, v in self.cores_busy.items()},
+            "redis_calls_per_tx": json_number(self.redis_calls_per_tx, 3),
+            "eval_per_tx": json_number(self.eval_per_tx, 3),
             "redis_failed_calls": self.failed_calls,
             "redis_calls_per_tx_by_command": {
-                c: _round(self.per_tx(n), 3) for c, n in sorted(self.calls.items(), key=lambda kv: -kv[1])
+                c: json_number(self.per_tx(n), 3) for c, n in sorted(self.calls.items(), key=lambda kv: -kv[1])
             },
         }
-
-
-def _round(value: float, digits: int) -> float | None:
-    return None if value != value else round(value, digits)  # NaN != NaN; JSON has no NaN
 
 
 def failed_calls(info: bytes) -> int:
@@ -357,19 +358,9 @@ def loadgen_argv(ctx: Context, coord: Coordinator, workload: str, *extra: str) -
 async def verify(ctx: Context, coord: Coordinator, workload: str) -> None:
     """One transaction, then GET /query: it must show status succeed (loadgen -verify)."""
     tag = f"sbs{os.getpid()}-{coord.key}"
-    proc = await asyncio.create_subprocess_exec(
-        *loadgen_argv(ctx, coord, workload, "-verify", "-prefix", tag),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), REQUESTS_PER_TX * ctx.args.request_timeout + 10)
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    text = out.decode(errors="replace").strip()
-    if proc.returncode != 0:
+    argv = loadgen_argv(ctx, coord, workload, "-verify", "-prefix", tag)
+    code, text = await run_captured(argv, REQUESTS_PER_TX * ctx.args.request_timeout + 10)
+    if code != 0:
         raise RuntimeError(f"{coord.name} failed the {workload} check: {text}\n{coord.proc.log_tail()}")
     got = json.loads(text)
     flow = ", ".join(f"{b['branch_id']} {b['op']} {b['status']}" for b in got.get("branches") or [])
@@ -409,19 +400,9 @@ async def run_level(ctx: Context, coord: Coordinator, workload: str, concurrency
     args = ctx.args
     tag = f"sbs{os.getpid()}-{coord.key}-{workload}-c{concurrency}"
     timing = ["-concurrency", str(concurrency), "-warmup", f"{args.warmup}s", "-duration", f"{args.duration}s"]
-    with (ctx.log_dir / f"loadgen-{coord.key}-{workload}-{concurrency}.log").open("wb") as err_log:
-        proc = await asyncio.create_subprocess_exec(
-            *loadgen_argv(ctx, coord, workload, *timing, "-prefix", tag, "-markers"),
-            stdin=asyncio.subprocess.PIPE,  # with -markers it exits only when this closes: see _collect
-            stdout=asyncio.subprocess.PIPE,
-            stderr=err_log,
-        )
-    try:
+    argv = loadgen_argv(ctx, coord, workload, *timing, "-prefix", tag, "-markers")
+    async with load_generator(argv, ctx.log_dir / f"loadgen-{coord.key}-{workload}-{concurrency}.log") as proc:
         return await _collect(ctx, coord, workload, concurrency, proc)
-    finally:
-        if proc.returncode is None:  # failure or Ctrl-C: the load generator is ours, stop it by pid
-            proc.kill()
-            await proc.wait()
 
 
 async def _collect(
@@ -606,19 +587,6 @@ def markdown(levels: Sequence[Level], workloads: Sequence[str]) -> str:
     return "\n".join([TABLE_HEADER, *table_rows(levels, workloads)])
 
 
-def write_json(path: Path, levels: Sequence[Level], meta: dict[str, Any], args: argparse.Namespace) -> None:
-    settings = {k: v for k, v in vars(args).items() if k not in ("results_dir", "chart")}
-    doc = {
-        "generated": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "command": display_command(),
-        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.items()},
-        **meta,
-        "levels": [r.to_json() for r in levels],
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-
-
 def draw_chart(path: Path, levels: Sequence[Level], workloads: Sequence[str], title: str) -> None:
     """tx/s against concurrency, one panel per workload, one line per server."""
     import matplotlib  # imported here: only this step needs it (the `bench` extra)
@@ -662,7 +630,8 @@ def report(levels: Sequence[Level], meta: dict[str, Any], args: argparse.Namespa
     print(markdown(levels, args.workloads))
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     path = args.results_dir / f"side_by_side-{stamp}.json"
-    write_json(path, levels, meta, args)
+    settings = {k: v for k, v in vars(args).items() if k not in ("results_dir", "chart")}
+    write_results(path, settings, meta, [r.to_json() for r in levels])
     print(f"\nresults: {path}")
     title = (
         f"fastdtm vs Go DTM, tx/s ({datetime.now():%Y-%m-%d}, {args.duration:g} s per level; "
@@ -685,10 +654,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each level (default 3)")
     p.add_argument("--concurrency", type=int_list, default=[16, 64], help="comma list of levels (default 16,64)")
     p.add_argument(
-        "--workloads", type=_choices(WORKLOADS), default=list(WORKLOADS), help=f"comma list of {', '.join(WORKLOADS)}"
+        "--workloads",
+        type=comma_choices(WORKLOADS),
+        default=list(WORKLOADS),
+        help=f"comma list of {', '.join(WORKLOADS)}",
     )
     p.add_argument(
-        "--servers", type=_choices(tuple(SERVERS)), default=list(SERVERS), help="godtm,fastdtm (default: both)"
+        "--servers", type=comma_choices(tuple(SERVERS)), default=list(SERVERS), help="godtm,fastdtm (default: both)"
     )
     p.add_argument("--log-level", choices=tuple(LOG_LEVELS), default="warn", help="both servers' (default warn)")
     p.add_argument("--coordinator-cpus", default="1", help="cpus of the coordinator under test, alone (default 1)")
@@ -703,16 +675,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON goes (bench/results)")
     p.add_argument("--chart", type=Path, default=CHART, help="PNG path (default bench/side_by_side.png)")
     return p.parse_args(argv)
-
-
-def _choices(allowed: tuple[str, ...]) -> Any:
-    def parse(text: str) -> list[str]:
-        values = [part for part in text.split(",") if part]
-        if not values or any(v not in allowed for v in values):
-            raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(allowed)}")
-        return values
-
-    return parse
 
 
 def time_bound(args: argparse.Namespace) -> float:

@@ -127,12 +127,7 @@ async def test_a_script_is_loaded_again_after_the_server_forgot_it(
     load = Script("load")
     g, b, due, _, _ = KEYS.of_trans("g1")
     assert await load.run(client, [g, b, due], ["g1"]) == []
-    for host, port in _servers(redis_url):
-        control = aioredis.Redis(host=host, port=port)
-        try:
-            await control.script_flush()
-        finally:
-            await control.aclose()
+    await _flush_scripts(redis_url)
 
     assert await load.run(client, [g, b, due], ["g1"]) == []
 
@@ -175,6 +170,16 @@ async def test_aclose_gives_back_every_connection(redis_url: str) -> None:
     assert await _settled(servers, baseline), "connections still open after aclose()"
 
 
+async def _flush_scripts(redis_url: str) -> None:
+    """Empty every server's script cache, as a restart or a failover to a fresh replica would."""
+    for host, port in _servers(redis_url):
+        control = aioredis.Redis(host=host, port=port)
+        try:
+            await control.script_flush()
+        finally:
+            await control.aclose()
+
+
 def _servers(redis_url: str) -> list[Address]:
     if redis_url.startswith(CLUSTER_SCHEME):
         return cluster_masters(parse_cluster_url(redis_url))
@@ -207,12 +212,7 @@ async def _settled(servers: list[Address], baseline: int, timeout: float = 2.0) 
 
 async def test_every_new_connection_loads_the_scripts_it_was_given(redis_url: str) -> None:
     load = Script("load")
-    for host, port in _servers(redis_url):
-        control = aioredis.Redis(host=host, port=port)
-        try:
-            await control.script_flush()
-        finally:
-            await control.aclose()
+    await _flush_scripts(redis_url)
     client = resp.connect(redis_url, preload=[load.source])
     try:
         # Plain commands to every node: each one's new connection loads the script before anything else.
