@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 #: round records its progress as it goes, a quick one writes them with its final status.
 PROGRESS_WRITE_MS = 1000
 
+#: The result of a call with an empty URL: DTM counts it a success without calling anything.
+_LOCAL_SUCCESS = CallResult(Outcome.SUCCESS, "empty url")
+
 
 @dataclass(slots=True)
 class RoundResult:
@@ -244,7 +247,7 @@ class _Runner:
             if call.url:
                 remote.append(call)
             else:
-                self._record(call, CallResult(Outcome.SUCCESS, "empty url"))
+                self._record(call, _LOCAL_SUCCESS)
         return remote
 
     def _launch(self, calls: list[Call]) -> None:
@@ -284,12 +287,13 @@ class _Runner:
 
     def _reschedule(self, outcome: Outcome, *, moved: bool) -> None:
         """DTM's rule: progress resets the interval, ONGOING keeps it, any error doubles it."""
-        interval = self.schedule.interval_ms
+        schedule = self.schedule
         if moved:
-            interval = self.reset_ms
+            schedule.interval_ms = self.reset_ms
         elif outcome is not Outcome.ONGOING:
-            interval *= 2
-        self.schedule = _Schedule(interval, self.rnd.now_ms + interval, dirty=True)
+            schedule.interval_ms *= 2
+        schedule.next_cron_ms = self.rnd.now_ms + schedule.interval_ms
+        schedule.dirty = True
 
     async def _transition(self, status: TransStatus, reason: str) -> None:
         trans = self.rnd.trans

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Final
 from urllib.parse import quote_plus
 
 from fastdtm.branch_http import HttpClient
 from fastdtm.kinds.base import Call
 from fastdtm.models import Transaction
+from fastdtm.records import record
 from fastdtm.states import Outcome
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ _DETAIL_LIMIT = 1000
 _JSON: Final[Mapping[str, str]] = {"Content-Type": "application/json"}
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CallResult:
     outcome: Outcome
     #: What came back, for the rollback reason and the logs.

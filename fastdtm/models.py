@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Final
 from urllib.parse import urlsplit
 
 from fastdtm.errors import Invalid
+from fastdtm.records import record
 from fastdtm.states import BranchStatus, TransStatus, TransType
 
 #: DTM strips `\n`, `\r` and `;` from gids; we refuse anything that is not printable ASCII, and
@@ -25,7 +26,7 @@ BRANCH_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_\-]{1,128}")
 MAX_STEPS: Final = 1000
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Options:
     """Per-transaction options (reference §3); 0 means "use the server's default"."""
 
@@ -67,7 +68,7 @@ class Options:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Transaction:
     gid: str
     trans_type: TransType
@@ -113,7 +114,7 @@ class Transaction:
         )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Branch:
     """One branch operation. `data` is the body sent to `url`, passed through byte for byte."""
 
@@ -131,7 +132,7 @@ class Branch:
         return Branch(self.branch_id, self.op, self.url, self.data, self.create_ms, status, now_ms, now_ms)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class TransRequest:
     """The body of prepare / submit / abort / forceStop / resetNextCronTime (reference §3)."""
 
@@ -212,11 +213,8 @@ class _Fields:
     def __init__(self, data: Mapping[str, Any]) -> None:
         self._data = data
 
-    def _get(self, name: str) -> Any:
-        return self._data.get(name)
-
     def text(self, name: str) -> str:
-        value = self._get(name)
+        value = self._data.get(name)
         if value is None:
             return ""
         if not isinstance(value, str):
@@ -224,7 +222,7 @@ class _Fields:
         return value
 
     def flag(self, name: str) -> bool:
-        value = self._get(name)
+        value = self._data.get(name)
         if value is None:
             return False
         if not isinstance(value, bool):
@@ -232,7 +230,7 @@ class _Fields:
         return value
 
     def integer(self, name: str) -> int:
-        value = self._get(name)
+        value = self._data.get(name)
         if value is None:
             return 0
         if isinstance(value, float) and value.is_integer():
@@ -244,7 +242,7 @@ class _Fields:
         return value
 
     def str_map(self, name: str) -> dict[str, str]:
-        value = self._get(name)
+        value = self._data.get(name)
         if value is None:
             return {}
         if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
@@ -252,7 +250,7 @@ class _Fields:
         return value
 
     def str_list(self, name: str) -> tuple[str, ...]:
-        value = self._get(name)
+        value = self._data.get(name)
         if value is None:
             return ()
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
@@ -260,7 +258,7 @@ class _Fields:
         return tuple(value)
 
     def str_map_list(self, name: str) -> tuple[dict[str, str], ...]:
-        value = self._get(name)
+        value = self._data.get(name)
         if value is None:
             return ()
         if not isinstance(value, list):
@@ -279,7 +277,7 @@ def _type_name(value: object) -> str:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BranchRequest:
     """The body of registerBranch: a flat object of strings (DTM binds it to map[string]string)."""
 

@@ -13,6 +13,7 @@ from typing import ClassVar, Final, Protocol, TypeAlias
 
 from fastdtm.errors import Invalid
 from fastdtm.models import Branch, BranchRequest, Options, Transaction, TransRequest
+from fastdtm.records import record
 from fastdtm.states import BranchStatus, Outcome, TransStatus
 
 #: Subscribers of the topics a request names (topic -> branch URLs), resolved before `build`.
@@ -30,7 +31,7 @@ class Policy:
     timeout_to_fail_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Call:
     """One branch call to make: `index` into the branch list, or CHECK_BACK."""
 
@@ -47,7 +48,7 @@ class Call:
         return cls(index, branch.branch_id, branch.op, branch.url, branch.data, post)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Step:
     """A kind's decision: start these calls, or move the global status, or look again later."""
 

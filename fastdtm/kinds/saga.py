@@ -9,17 +9,18 @@ have run (it was allowed to start and has no result). Everything else is retried
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import ClassVar
 
 from fastdtm.errors import Invalid
 from fastdtm.kinds.base import Call, NoRegistration, Round, Step, Topics, is_timed_out, timeout_reason
 from fastdtm.models import Branch, TransRequest, check_http_url
+from fastdtm.records import record
 from fastdtm.states import BranchStatus, Op, TransStatus
 from fastdtm.wire import custom_data_object
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SagaConfig:
     """What a saga reads from `custom_data`: `{"concurrent": bool, "orders": {"<i>": [j, ...]}}`."""
 
@@ -101,42 +102,45 @@ class Saga(NoRegistration):
 
 
 class _Saga:
-    """Index arithmetic shared by both directions."""
+    """Index arithmetic shared by both directions; `statuses[i]` is the status of step i's action."""
+
+    __slots__ = ("config", "n", "rnd", "statuses")
 
     def __init__(self, rnd: Round, config: SagaConfig) -> None:
         self.rnd = rnd
         self.config = config
-        self.n = len(rnd.branches) // 2
-
-    def action(self, i: int) -> Branch:
-        return self.rnd.branches[2 * i + 1]
+        self.statuses = [branch.status for branch in rnd.branches[1::2]]
+        self.n = len(self.statuses)
 
     def may_start(self, i: int) -> bool:
         """The forward rule: in order (unless concurrent) and after every step in `orders[i]`."""
-        if not self.config.concurrent and i > 0 and self.action(i - 1).status is not BranchStatus.SUCCEED:
+        statuses = self.statuses
+        if not self.config.concurrent and i > 0 and statuses[i - 1] is not BranchStatus.SUCCEED:
             return False
-        return all(self.action(j).status is BranchStatus.SUCCEED for j in self.config.orders.get(i, ()))
+        before = self.config.orders.get(i)
+        return not before or all(statuses[j] is BranchStatus.SUCCEED for j in before)
 
     def call(self, index: int) -> Call:
         return Call.of(index, self.rnd.branches[index])
 
 
 class _Forward(_Saga):
+    __slots__ = ()
+
     def step(self) -> Step:
         rnd = self.rnd
         if is_timed_out(rnd, default_applies=False):
             return Step(status=TransStatus.ABORTING, reason=timeout_reason(rnd.trans))
-        statuses = [self.action(i).status for i in range(self.n)]
-        if all(s is BranchStatus.SUCCEED for s in statuses):
+        if self.statuses.count(BranchStatus.SUCCEED) == self.n:
             return Step(status=TransStatus.SUCCEED)
-        abort = self._abort_reason(statuses)
+        abort = self._abort_reason()
         if abort:
             # Let calls in flight report first, so their results are recorded before rolling back.
             return Step() if rnd.running else Step(status=TransStatus.ABORTING, reason=abort)
         return Step(start=tuple(self.call(2 * i + 1) for i in range(self.n) if self._startable(i)))
 
-    def _abort_reason(self, statuses: list[BranchStatus]) -> str:
-        if BranchStatus.FAILED in statuses:
+    def _abort_reason(self) -> str:
+        if BranchStatus.FAILED in self.statuses:
             return self.rnd.failure_reason or "fail message lost"
         limit = self.rnd.trans.options.retry_limit
         if limit > 0 and any(self.rnd.attempts.get(2 * i + 1, 0) > limit for i in range(self.n)):
@@ -145,7 +149,7 @@ class _Forward(_Saga):
 
     def _startable(self, i: int) -> bool:
         index = 2 * i + 1
-        if self.action(i).status is not BranchStatus.PREPARED or index in self.rnd.running:
+        if self.statuses[i] is not BranchStatus.PREPARED or index in self.rnd.running:
             return False
         attempts = self.rnd.attempts.get(index, 0)
         # Within a round an action runs once; retry_limit > 0 re-calls it at once up to that limit.
@@ -155,6 +159,8 @@ class _Forward(_Saga):
 
 
 class _Backward(_Saga):
+    __slots__ = ()
+
     def step(self) -> Step:
         if all(self.rolled_back(i) for i in range(self.n)):
             return Step(status=TransStatus.FAILED)
@@ -162,8 +168,7 @@ class _Backward(_Saga):
         return Step(start=tuple(start))
 
     def needs_compensation(self, i: int) -> bool:
-        status = self.action(i).status
-        if status is BranchStatus.PREPARED:
+        if self.statuses[i] is BranchStatus.PREPARED:
             # Allowed to start but without a result: it may have run (a lost reply, a crashed node).
             return self.may_start(i)
         return True

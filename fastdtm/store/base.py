@@ -7,14 +7,15 @@ nothing reads, decides in Python and writes back.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Protocol
 
 from fastdtm.models import Branch, Transaction
+from fastdtm.records import record
 from fastdtm.states import TransStatus, can_transition
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Change:
     """One transition of one transaction: status CAS, branch progress, schedule, extra fields."""
 
@@ -37,7 +38,7 @@ class Change:
             raise ValueError(f"{self.gid}: {self.expected} -> {self.status} is not an allowed transition")
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ListQuery:
     """Filters and cursor of `/all`."""
 
@@ -49,7 +50,7 @@ class ListQuery:
     create_to_ms: int = 0
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class ListPage:
     transactions: Sequence[Transaction]
     next_position: str

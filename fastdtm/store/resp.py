@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl as ssl_module
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, Final, Protocol, cast
 from urllib.parse import unquote, urlsplit
 
@@ -232,7 +232,10 @@ class Node:
         return connection
 
     async def execute(self, packed: bytes) -> Any:
-        return await (await self.connection()).send(packed)
+        connection = self._connection
+        if connection is None or not connection.usable:  # else no extra coroutine: this is the hot path
+            connection = await self.connection()
+        return await connection.send(packed)
 
     def close(self) -> None:
         if self._connecting is not None:
@@ -262,8 +265,8 @@ class Redis:
     async def execute(self, key: str | None, *args: Arg) -> Any:
         return await self.node.execute(pack(args))
 
-    async def _run(self, key: str | None, packed: bytes) -> Any:
-        return await self.node.execute(packed)
+    def _run(self, key: str | None, packed: bytes) -> Awaitable[Any]:
+        return self.node.execute(packed)  # a plain function: one coroutine less per command
 
     async def evalsha(self, sha: str, source: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
         return await _evalsha(self._run, None, sha, source, keys, args)
