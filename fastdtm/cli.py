@@ -89,11 +89,15 @@ def serve(settings: Settings) -> int:
         "host": settings.host,
         "port": settings.port,
         "loop": "uvloop",
-        "http": "httptools",
+        # uvicorn's httptools protocol, with DTM's fixed routes served without ASGI (see there).
+        "http": "fastdtm.api.protocol:DirectHttpToolsProtocol",
         "log_config": None,
         # Nothing here reads the client address, so uvicorn need not rewrite it from X-Forwarded-For
         # on every request.
         "proxy_headers": False,
+        # The access log is off anyway (logs.configure); this also spares uvicorn building each line's
+        # arguments (client address, quoted path) before the level check drops it.
+        "access_log": False,
     }
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]

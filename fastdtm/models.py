@@ -264,7 +264,15 @@ class _Fields:
         if not isinstance(value, list):
             raise Invalid(f"field '{name}' must be an array of objects, got {_type_name(value)}.")
         for i, item in enumerate(value):
-            if not isinstance(item, dict) or not all(isinstance(v, str) for v in item.values()):
+            # A loop, not all(<generator>): this runs for every step of every saga. Exact types:
+            # the value comes from orjson, which builds plain dicts and strs.
+            ok = type(item) is dict
+            if ok:
+                for v in item.values():
+                    if type(v) is not str:
+                        ok = False
+                        break
+            if not ok:
                 raise Invalid(f"field '{name}[{i}]' must be an object of strings, got {_type_name(item)}.")
         return tuple(value)
 

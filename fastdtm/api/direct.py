@@ -24,6 +24,8 @@ from fastdtm.metrics import Metrics
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 ErrorHandler = Callable[[Request, Exception], Awaitable[Response]]
+#: An endpoint and its metrics label.
+DirectRoute = tuple[Endpoint, str]
 
 
 def exact_routes(routes: Iterable[BaseRoute], mounted_at: str = "") -> dict[tuple[str, str], Endpoint]:
@@ -50,7 +52,7 @@ class DirectRoutes:
         routes = list(routes)
         labels = ApiLabels.of(routes)
         # The scrape endpoint stays uncounted, as MetricsMiddleware leaves it (see there).
-        self.table = {
+        self.table: dict[tuple[str, str], DirectRoute] = {
             key: (endpoint, labels.label(key[1]))
             for key, endpoint in exact_routes(routes).items()
             if key[1] != SCRAPE_PATH
@@ -58,12 +60,20 @@ class DirectRoutes:
         self.error_handlers = tuple(error_handlers.items())
         self.metrics = metrics
 
+    def find(self, method: str, path: str) -> DirectRoute | None:
+        return self.table.get((method, path))
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = self.table.get((scope.get("method", ""), scope.get("path", ""))) if scope["type"] == "http" else None
+        found = self.find(scope.get("method", ""), scope.get("path", "")) if scope["type"] == "http" else None
         if found is None:
             await self.app(scope, receive, send)
             return
-        endpoint, label = found
+        response = await self.respond(found, scope, receive)
+        await response(scope, receive, send)
+
+    async def respond(self, route: DirectRoute, scope: Scope, receive: Receive) -> Response:
+        """The reply of a known route (fastdtm.api.protocol calls this too, without ASGI around it)."""
+        endpoint, label = route
         started = time.perf_counter()
         ok = False
         try:
@@ -72,10 +82,10 @@ class DirectRoutes:
                 response = await endpoint(request)
             except Exception as exc:
                 response = await self._handled(request, exc)
-            await response(scope, receive, send)
             ok = response.status_code < 400
+            return response
         finally:
-            # An exception or a cancellation is a failed call even if a reply had already started.
+            # An unmapped exception or a cancellation is a failed call.
             self.metrics.api_call(label, ok, time.perf_counter() - started)
 
     async def _handled(self, request: Request, exc: Exception) -> Response:

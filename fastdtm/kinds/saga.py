@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import field
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from fastdtm.errors import Invalid
 from fastdtm.kinds.base import Call, NoRegistration, Round, Step, Topics, is_timed_out, timeout_reason
@@ -30,6 +30,8 @@ class SagaConfig:
 
     @classmethod
     def parse(cls, custom_data: str, steps: int) -> SagaConfig:
+        if not custom_data:
+            return _PLAIN  # most sagas: parsed twice per submit, so worth skipping
         data = custom_data_object(custom_data)
         concurrent = data.get("concurrent") or False
         if not isinstance(concurrent, bool):
@@ -41,6 +43,10 @@ class SagaConfig:
     def dependents(self, step: int) -> list[int]:
         """Steps that wait for `step` going forward, so `step` is rolled back after them."""
         return [j for j, before in self.orders.items() if step in before]
+
+
+#: The configuration of a saga without custom_data: sequential, no orders. Never mutated.
+_PLAIN: Final = SagaConfig()
 
 
 def _parse_orders(raw: object, steps: int) -> dict[int, tuple[int, ...]]:
