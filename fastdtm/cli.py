@@ -11,6 +11,7 @@ from collections.abc import Sequence
 import uvicorn
 
 from fastdtm import __version__, logs
+from fastdtm.api.protocol import uvicorn_http
 from fastdtm.app import create_app
 from fastdtm.config import Settings, SettingsError
 from fastdtm.errors import StoreUnavailable
@@ -90,7 +91,7 @@ def serve(settings: Settings) -> int:
         "port": settings.port,
         "loop": "uvloop",
         # uvicorn's httptools protocol, with DTM's fixed routes served without ASGI (see there).
-        "http": "fastdtm.api.protocol:DirectHttpToolsProtocol",
+        "http": uvicorn_http(),
         "log_config": None,
         # Nothing here reads the client address, so uvicorn need not rewrite it from X-Forwarded-For
         # on every request.

@@ -228,6 +228,11 @@ class _Runner:
                 # PROGRESS_WRITE_MS writes them before calling on: /query shows its progress, and a
                 # crash re-runs little. Calls are at-least-once and branches idempotent either way.
                 await self._flush()
+            if len(remote) == 1 and not self.tasks:
+                # The usual case (a sequential saga, a two-phase commit): one call, nothing else
+                # running, so await it here rather than through a task and asyncio.wait.
+                await self._call_alone(remote[0])
+                continue
             self._launch(remote)
             if not self.tasks:
                 break
@@ -255,6 +260,16 @@ class _Runner:
             task = asyncio.get_running_loop().create_task(self.engine.invoker.call(self.rnd.trans, call))
             self.tasks[task] = call
             self.rnd.running.add(call.index)
+
+    async def _call_alone(self, call: Call) -> None:
+        running = self.rnd.running
+        running.add(call.index)
+        try:
+            result = await self.engine.invoker.call(self.rnd.trans, call)
+        finally:
+            running.discard(call.index)
+        self.rnd.now_ms = self.engine.clock.now_ms()
+        self._record(call, result)
 
     async def _wait_one(self) -> None:
         done, _ = await asyncio.wait(self.tasks, return_when=asyncio.FIRST_COMPLETED)

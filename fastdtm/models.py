@@ -200,8 +200,12 @@ def parse_gid(gid: str) -> str:
 
 def check_http_url(url: str, what: str) -> None:
     """Branch URLs must be absolute http(s) URLs: fastdtm calls branches over HTTP only."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
+    try:
+        parts = urlsplit(url)
+        ok = parts.scheme in ("http", "https") and bool(parts.netloc)
+    except ValueError:  # urlsplit refuses some authorities outright, e.g. an unclosed "[::1"
+        ok = False
+    if not ok:
         raise Invalid(f"{what} '{url[:300]}' is not an http:// or https:// URL.")
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from starlette.responses import Response
 from starlette.types import Message
@@ -39,6 +39,21 @@ _INTERNAL_ERROR = (
     b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\n"
     b"content-length: 21\r\nconnection: close\r\n\r\nInternal Server Error"
 )
+
+
+#: uvicorn's `http` setting for `fastdtm serve`.
+PROTOCOL: Final = "fastdtm.api.protocol:DirectHttpToolsProtocol"
+#: What the shortcut uses of uvicorn's protocol beyond the asyncio.Protocol interface.
+_USES: Final = ("_start_asgi_task", "on_response_complete", "on_headers_complete", "on_body", "shutdown")
+
+
+def uvicorn_http() -> str:
+    """uvicorn's `http` setting: this protocol, or plain httptools if uvicorn's internals moved."""
+    missing = [name for name in _USES if not hasattr(HttpToolsProtocol, name)]
+    if missing:
+        log.warning("this uvicorn's protocol lacks %s: serving every route through ASGI", ", ".join(missing))
+        return "httptools"
+    return PROTOCOL
 
 
 class DirectHttpToolsProtocol(HttpToolsProtocol):

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
+from fastdtm.api.protocol import PROTOCOL, uvicorn_http
 from tests.support.node import FastdtmNode, NodeFactory, query
 
 LIMIT = 256 * 1024  # the node's max body, set small to test both sides of it
@@ -224,3 +225,8 @@ def test_a_client_gone_mid_body_leaves_the_node_serving(node: FastdtmNode) -> No
     assert reply.status == 200
     assert query(node, g)["transaction"] is None  # half a request did nothing
     assert re.search(r"Traceback|failed", node.log_text()) is None
+
+
+def test_fastdtm_serve_uses_the_direct_protocol_with_this_uvicorn() -> None:
+    # If uvicorn's internals move, serve falls back to plain httptools (correct, slower): this says so.
+    assert uvicorn_http() == PROTOCOL
