@@ -7,6 +7,7 @@ hands them to handlers through lifespan state (no module-level globals).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -44,6 +45,9 @@ from fastdtm.store.resp import connect
 from fastdtm.topics import Topics
 
 log = logging.getLogger(__name__)
+
+#: Net container allocations between young-generation collections (Python's default: 700).
+GC_YOUNG_THRESHOLD = 10_000
 
 
 class State(TypedDict):
@@ -85,6 +89,19 @@ async def _wait_for(store: Store, url: str) -> None:
             await asyncio.sleep(1.0)
 
 
+def _tune_collector() -> None:
+    """Python's cyclic collector, set for a process that allocates a few hundred objects per request.
+
+    The default young-generation threshold (700 net allocations) ran a collection every few requests;
+    10,000 runs one every few dozen. Measured on an I/O-free saga, one core, three alternating runs
+    each: 6,140-6,550 tx/s with the defaults, 6,750-7,130 tuned (+9%).
+    `freeze` moves everything built at startup (modules, the app, the store) out of the collector's
+    view, so full collections walk only what requests left behind.
+    """
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
+
+
 def create_app(settings: Settings) -> DirectRoutes:
     # Built before the lifespan: Starlette assembles the middleware (which needs it) on the first
     # call, the lifespan's own. One app per process, so one Metrics per process.
@@ -104,6 +121,7 @@ def create_app(settings: Settings) -> DirectRoutes:
         engine = Engine(store, Invoker(http, settings.request_timeout), policy, clock, metrics, alerter)
         cron = Cron(store, engine, settings, clock, metrics)
         cron.start()
+        _tune_collector()
         try:
             service = Service(store, engine, clock, policy, topics)
             yield {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import field
+from types import MappingProxyType
 from typing import ClassVar, Final
 
 from fastdtm.errors import Invalid
@@ -46,7 +47,11 @@ class SagaConfig:
 
 
 #: The configuration of a saga without custom_data: sequential, no orders. Never mutated.
-_PLAIN: Final = SagaConfig()
+_PLAIN: Final = SagaConfig(orders=MappingProxyType({}))
+#: Steps every round of every saga ends with; values, so built once.
+_NOTHING: Final = Step()
+_SUCCEED: Final = Step(status=TransStatus.SUCCEED)
+_FAILED: Final = Step(status=TransStatus.FAILED)
 
 
 def _parse_orders(raw: object, steps: int) -> dict[int, tuple[int, ...]]:
@@ -104,7 +109,7 @@ class Saga(NoRegistration):
             return _Forward(rnd, config).step()
         if rnd.trans.status is TransStatus.ABORTING:
             return _Backward(rnd, config).step()
-        return Step()
+        return _NOTHING
 
 
 class _Saga:
@@ -138,12 +143,12 @@ class _Forward(_Saga):
         if is_timed_out(rnd, default_applies=False):
             return Step(status=TransStatus.ABORTING, reason=timeout_reason(rnd.trans))
         if self.statuses.count(BranchStatus.SUCCEED) == self.n:
-            return Step(status=TransStatus.SUCCEED)
+            return _SUCCEED
         abort = self._abort_reason()
         if abort:
             # Let calls in flight report first, so their results are recorded before rolling back.
-            return Step() if rnd.running else Step(status=TransStatus.ABORTING, reason=abort)
-        return Step(start=tuple(self.call(2 * i + 1) for i in range(self.n) if self._startable(i)))
+            return _NOTHING if rnd.running else Step(status=TransStatus.ABORTING, reason=abort)
+        return Step(tuple([self.call(2 * i + 1) for i in range(self.n) if self._startable(i)]))
 
     def _abort_reason(self) -> str:
         if BranchStatus.FAILED in self.statuses:
@@ -169,9 +174,8 @@ class _Backward(_Saga):
 
     def step(self) -> Step:
         if all(self.rolled_back(i) for i in range(self.n)):
-            return Step(status=TransStatus.FAILED)
-        start = [self.call(2 * i) for i in reversed(range(self.n)) if self._startable(i)]
-        return Step(start=tuple(start))
+            return _FAILED
+        return Step(tuple([self.call(2 * i) for i in reversed(range(self.n)) if self._startable(i)]))
 
     def needs_compensation(self, i: int) -> bool:
         if self.statuses[i] is BranchStatus.PREPARED:
