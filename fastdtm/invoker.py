@@ -10,6 +10,7 @@ else, including network errors and timeouts, is an ERROR to retry.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Final
 from urllib.parse import quote_plus
@@ -42,11 +43,20 @@ def classify(status: int, body: str) -> Outcome:
     return Outcome.SUCCESS if status == 200 else Outcome.ERROR
 
 
+#: Values quote_plus leaves as they are (its always-safe set): most gids, every branch id and op.
+_UNQUOTED: Final = re.compile(r"[A-Za-z0-9_.\-~]*")
+
+
+def _quoted(value: str) -> str:
+    return value if _UNQUOTED.fullmatch(value) else quote_plus(value)
+
+
 def branch_url(url: str, trans: Transaction, call: Call) -> str:
-    # What urlencode() gives for these four, spelled out: its generality cost ~10 µs a call, 3x this.
+    # What urlencode() gives for these four, spelled out: its generality cost ~10 µs a call, 3x this;
+    # quote_plus only for a value that needs it (it costs ~1 µs even when it changes nothing).
     query = (
-        f"gid={quote_plus(trans.gid)}&trans_type={quote_plus(trans.trans_type)}"
-        f"&branch_id={quote_plus(call.branch_id)}&op={quote_plus(call.op)}"
+        f"gid={_quoted(trans.gid)}&trans_type={trans.trans_type.value}"
+        f"&branch_id={_quoted(call.branch_id)}&op={_quoted(call.op)}"
     )
     return f"{url}{'&' if '?' in url else '?'}{query}"
 

@@ -575,7 +575,7 @@ def test_parse_url_refuses(url: str) -> None:
 # ----------------------------------------------------------------------------- the Invoker on top
 
 
-@pytest.mark.parametrize("gid", ["g1", "g 1", "a&b=c", "ü/+%", ""])
+@pytest.mark.parametrize("gid", ["g1", "Aa0._-~", "g 1", "a&b=c", "a~b c", "ü/+%", ""])
 def test_branch_url_is_what_urlencode_gives(gid: str) -> None:
     trans = Transaction(gid, TransType.SAGA, TransStatus.SUBMITTED, Options(), 0, 0)
     call = Call(0, "01 x", "action", "http://h/p", "")
