@@ -35,16 +35,15 @@ from fastdtm.api.direct import DirectRoute, DirectRoutes
 
 log = logging.getLogger(__name__)
 
-_INTERNAL_ERROR = (
-    b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 21\r\nconnection: close\r\n\r\nInternal Server Error"
-)
-
-
 #: uvicorn's `http` setting for `fastdtm serve`.
 PROTOCOL: Final = "fastdtm.api.protocol:DirectHttpToolsProtocol"
 #: What the shortcut uses of uvicorn's protocol beyond the asyncio.Protocol interface.
 _USES: Final = ("_start_asgi_task", "on_response_complete", "on_headers_complete", "on_body", "shutdown")
+#: What uvicorn answers when an app fails before replying (without its date and server headers).
+_INTERNAL_ERROR: Final = (
+    b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\n"
+    b"content-length: 21\r\nconnection: close\r\n\r\nInternal Server Error"
+)
 
 
 def uvicorn_http() -> str:
@@ -90,18 +89,18 @@ class DirectHttpToolsProtocol(HttpToolsProtocol):
         app = self.app
         if not isinstance(app, DirectRoutes) or self.root_path or self.limit_concurrency is not None:
             return None
-        method = self.parser.get_method()
-        if method not in (b"GET", b"POST") or self.expect_100_continue or self.parser.should_upgrade():
+        method = self.parser.get_method().decode("ascii")
+        if method not in ("GET", "POST") or self.expect_100_continue or self.parser.should_upgrade():
             return None
         raw_path, _, query = self.url.partition(b"?")
         if b"%" in raw_path or b"#" in query:
             return None
-        path = raw_path.decode("ascii")
-        route = app.find(method.decode("ascii"), path)
+        path = raw_path.decode("ascii")  # as uvicorn decodes it (a non-ASCII target fails the same way)
+        route = app.find(method, path)
         if route is None or not self._body_is_small():
             return None
         scope = self.scope
-        scope["method"] = method.decode("ascii")
+        scope["method"] = method
         scope["path"] = path
         scope["raw_path"] = raw_path
         scope["query_string"] = query
