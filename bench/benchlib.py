@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import grp
 import json
 import math
 import os
+import pwd
+import shutil
 import signal
 import socket
 import subprocess
@@ -51,6 +54,28 @@ class ProcStat:
     start_ticks: int
     own_ticks: int  # utime + stime
     child_ticks: int  # cutime + cstime: children already reaped
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
+    if found is None:
+        raise RuntimeError("nginx not found (scripts/ensure-nginx.sh installs it)")
+    return found
+
+
+def nginx_config(written_by: str, directory: Path, error_log: Path, http_body: str) -> str:
+    """A private nginx's whole config: one worker, every path under `directory`, our `http_body`."""
+    user = ""
+    if os.geteuid() == 0:  # as root nginx would switch its worker to "nobody": keep it as us
+        user = f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};\n"
+    temps = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    temp_paths = "".join(f"    {name}_temp_path {directory}/{name};\n" for name in temps)
+    return (
+        f"# Written by {written_by}\ndaemon off;\nworker_processes 1;\n{user}pid {directory}/nginx.pid;\n"
+        f"error_log {error_log} warn;\nevents {{\n    worker_connections 4096;\n}}\nhttp {{\n"
+        f"    access_log off;\n{temp_paths}    keepalive_requests 10000000;\n    keepalive_timeout 300s;\n"
+        f"{http_body}}}\n"
+    )
 
 
 def read_proc_stat(pid: int) -> ProcStat | None:

@@ -28,11 +28,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import grp
 import json
 import math
 import os
-import pwd
 import signal
 import sys
 import tempfile
@@ -59,6 +57,8 @@ from benchlib import (
     int_list,
     json_number,
     load_generator,
+    nginx_binary,
+    nginx_config,
     parse_info,
     redis_version,
     run_captured,
@@ -78,7 +78,6 @@ from side_by_side import (
     Coordinator,
     Pinning,
     machine,
-    nginx_binary,
     server_version,
     setup,
     start_nginx,
@@ -174,24 +173,8 @@ async def cluster_layout(port: int) -> Layout:
 # ----------------------------------------------------------------------------- coordinators and balancer
 
 
-LB_CONF = """# Written by bench/scale.py: one HTTP entry point for {count} coordinator nodes, round robin.
-daemon off;
-worker_processes 1;
-{user}pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{
-    worker_connections 4096;
-}}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/client_body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-    upstream coordinators {{
+#: The http block of the balancer: round robin over the nodes, keep-alive both ways.
+BALANCER = """    upstream coordinators {{
 {servers}
         # Idle connections kept open to the nodes: without this every proxied request dials a new one.
         keepalive {keepalive};
@@ -209,7 +192,6 @@ http {{
             proxy_read_timeout {read_timeout}s;
         }}
     }}
-}}
 """
 
 
@@ -220,24 +202,18 @@ def start_balancer(
     port = free_port()
     conf_dir = log_dir / f"lb-{port}"
     conf_dir.mkdir()
-    user = ""
-    if os.geteuid() == 0:  # as root nginx would switch its worker to "nobody": keep it as us
-        user = f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};\n"
     # max_fails=0: a node is never taken out of the rotation, so the request share stays what round robin gives.
     servers = "\n".join(f"        server {LOOPBACK}:{p} max_fails=0;" for p in ports)
     conf = conf_dir / "nginx.conf"
-    conf.write_text(
-        LB_CONF.format(
-            count=len(ports),
-            user=user,
-            dir=conf_dir,
-            servers=servers,
-            keepalive=2 * max(args.concurrency) + 16,
-            host=LOOPBACK,
-            port=port,
-            read_timeout=int(args.request_timeout) + 5,
-        )
+    body = BALANCER.format(
+        servers=servers,
+        keepalive=2 * max(args.concurrency) + 16,
+        host=LOOPBACK,
+        port=port,
+        read_timeout=int(args.request_timeout) + 5,
     )
+    written_by = f"bench/scale.py: one HTTP entry point for {len(ports)} coordinator nodes, round robin."
+    conf.write_text(nginx_config(written_by, conf_dir, conf_dir / "error.log", body))
     argv = [nginx_binary(), "-p", str(conf_dir), "-e", str(conf_dir / "error.log"), "-c", str(conf)]
     proc = spawn(f"lb-{port}", argv, None, log_dir, cwd=conf_dir)
     stack.callback(proc.stop)

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import grp
 import json
 import os
 import platform
-import pwd
 import re
 import shutil
 import signal
@@ -59,6 +57,8 @@ from benchlib import (
     int_list,
     json_number,
     load_generator,
+    nginx_binary,
+    nginx_config,
     parse_info,
     pinned,
     redis_version,
@@ -144,49 +144,23 @@ def choose_pinning(args: argparse.Namespace) -> Pinning:
     return Pinning(args.coordinator_cpus, args.support_cpus, note)
 
 
-def nginx_binary() -> str:
-    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.access("/usr/sbin/nginx", os.X_OK) else None)
-    if found is None:
-        raise RuntimeError("nginx not found (scripts/ensure-nginx.sh installs it)")
-    return found
-
-
-NGINX_CONF = """# Written by bench/side_by_side.py: a branch server that answers every request with DTM's SUCCESS.
-daemon off;
-worker_processes 1;
-{user}pid {dir}/nginx.pid;
-error_log {dir}/nginx-error.log warn;
-events {{
-    worker_connections 4096;
-}}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/client_body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-    server {{
+#: The http block of the branch server: every request gets DTM's SUCCESS.
+BRANCH_SERVER = """    server {{
         listen {host}:{port};
         location / {{
             default_type application/json;
             return 200 '{{"dtm_result":"SUCCESS"}}';
         }}
     }}
-}}
 """
 
 
 def start_nginx(stack: ExitStack, pin: Pinning, log_dir: Path) -> tuple[Managed, int]:
     port = free_port()
-    # As root nginx would switch its worker to "nobody"; the `user` directive keeps it as us.
-    user = ""
-    if os.geteuid() == 0:
-        user = f"user {pwd.getpwuid(os.geteuid()).pw_name} {grp.getgrgid(os.getegid()).gr_name};\n"
     conf = log_dir / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(user=user, dir=log_dir, host=LOOPBACK, port=port))
+    body = BRANCH_SERVER.format(host=LOOPBACK, port=port)
+    written_by = "bench/side_by_side.py: a branch server that answers every request with DTM's SUCCESS."
+    conf.write_text(nginx_config(written_by, log_dir, log_dir / "nginx-error.log", body))
     # -e: the error log before the config is read, which would otherwise be the system's path.
     argv = [nginx_binary(), "-p", str(log_dir), "-e", str(log_dir / "nginx-error.log"), "-c", str(conf)]
     proc = spawn("nginx", argv, pin.support, log_dir, cwd=log_dir)
