@@ -93,7 +93,9 @@ def parse_url(url: str) -> Target:
 
 def _host_port(hostport: str, default: int, url: str) -> tuple[str, int]:
     if hostport.startswith("["):  # an IPv6 literal
-        host, _, tail = hostport[1:].partition("]")
+        host, closed, tail = hostport[1:].partition("]")
+        if not closed or (tail and not tail.startswith(":")):
+            raise BranchHttpError(f"invalid IPv6 host in URL {url!r}")
         port = tail.removeprefix(":")
     else:
         host, _, port = hostport.partition(":")

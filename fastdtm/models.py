@@ -12,8 +12,8 @@ import re
 from collections.abc import Mapping
 from dataclasses import field
 from typing import Any, Final
-from urllib.parse import urlsplit
 
+from fastdtm.branch_http import BranchHttpError, parse_url
 from fastdtm.errors import Invalid
 from fastdtm.records import record
 from fastdtm.states import BranchStatus, TransStatus, TransType
@@ -199,14 +199,13 @@ def parse_gid(gid: str) -> str:
 
 
 def check_http_url(url: str, what: str) -> None:
-    """Branch URLs must be absolute http(s) URLs: fastdtm calls branches over HTTP only."""
+    """Branch URLs must be URLs the branch client can call: absolute http(s), a host, a valid port.
+
+    The client's own parser decides, so a URL accepted here is never one every call of would fail."""
     try:
-        parts = urlsplit(url)
-        ok = parts.scheme in ("http", "https") and bool(parts.netloc)
-    except ValueError:  # urlsplit refuses some authorities outright, e.g. an unclosed "[::1"
-        ok = False
-    if not ok:
-        raise Invalid(f"{what} '{url[:300]}' is not an http:// or https:// URL.")
+        parse_url(url)
+    except BranchHttpError:
+        raise Invalid(f"{what} '{url[:300]}' is not an http:// or https:// URL.") from None
 
 
 class _Fields:

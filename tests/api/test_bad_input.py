@@ -50,6 +50,7 @@ def assert_refused(reply: httpx.Response, status: int, words: str) -> None:
         ({"steps": [{"action": "localhost:50051/busi.Busi/TransOut"}]}, "is not an http:// or https:// URL"),
         ({"steps": [{"action": "http://"}]}, "is not an http:// or https:// URL"),
         ({"steps": [{"action": "http://[::1/a"}]}, "is not an http:// or https:// URL"),
+        ({"steps": [{"action": "http://host:99999/a"}]}, "is not an http:// or https:// URL"),
         ({"custom_data": "{not json"}, "custom_data must be a JSON object"),
         ({"custom_data": '{"orders": {"0": [0]}}'}, "cycle"),
         ({"custom_data": '{"orders": {"3": [0]}}'}, "has step '3'"),

@@ -566,7 +566,10 @@ def test_parse_url(url: str, origin: tuple[str, str, int], host: str, path: str,
     assert parse_url(url) == (origin, host, path, auth)
 
 
-@pytest.mark.parametrize("url", ["ftp://h/x", "/relative", "http://h:99999/", "http://:80/", "http://h:x/"])
+@pytest.mark.parametrize(
+    "url",
+    ["ftp://h/x", "/relative", "http://h:99999/", "http://:80/", "http://h:x/", "http://[::1/a", "http://[::1]x/"],
+)
 def test_parse_url_refuses(url: str) -> None:
     with pytest.raises(BranchHttpError):
         parse_url(url)
