@@ -118,7 +118,9 @@ def create_app(settings: Settings) -> DirectRoutes:
         # One HTTP client for every branch call of this process: keep-alive pools per branch host.
         http = HttpClient()
         alerter = Alerter(http, settings.alert_webhook, settings.alert_retry_limit)
-        engine = Engine(store, Invoker(http, settings.request_timeout), policy, clock, metrics, alerter)
+        invoker = Invoker(http, settings.request_timeout)
+        skew_ms = int(settings.max_clock_skew * 1000)
+        engine = Engine(store, invoker, policy, clock, metrics, alerter, max_clock_skew_ms=skew_ms)
         cron = Cron(store, engine, settings, clock, metrics)
         cron.start()
         _tune_collector()

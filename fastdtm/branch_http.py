@@ -24,6 +24,7 @@ import asyncio
 import base64
 import functools
 import ssl as ssl_module
+import time
 from collections.abc import Callable, Mapping
 from typing import Final, NamedTuple, cast
 from urllib.parse import quote, unquote, urljoin
@@ -50,6 +51,11 @@ _Reply = tuple[int, bytes, bytes | None]
 
 class BranchHttpError(OSError):
     """A request that got no complete HTTP reply: not connected, reset, timed out, malformed, redirect loop."""
+
+
+class NotSent(Exception):
+    """The request was not sent: its send deadline had passed. Not an OSError: the branch was never called,
+    so the call is neither a success nor a failure (the engine re-checks its hold, then calls again)."""
 
 
 class _Stale(BranchHttpError):
@@ -286,14 +292,24 @@ class HttpClient:
         self._closed = False
 
     async def request(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout: float
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        timeout: float,
+        send_by: float | None = None,
     ) -> tuple[int, bytes]:
-        """Sends one request and returns the final reply's status and body; raises BranchHttpError."""
+        """Sends one request and returns the final reply's status and body; raises BranchHttpError.
+
+        `send_by` (a `time.monotonic()` value, not the loop's time, which uvloop caches per iteration): no
+        request of this call, redirects included, is written after it; raises NotSent instead. The check
+        and the write happen with no `await` between them."""
         deadline = asyncio.get_running_loop().time() + timeout
         for _ in range(MAX_REDIRECTS + 1):
             target = parse_url(url)
             payload = encode_request(method, target, headers, body)
-            status, reply, location = await self._send(target, payload, deadline, timeout)
+            status, reply, location = await self._send(target, payload, deadline, timeout, send_by)
             if location is None or status not in _REDIRECTS:
                 return status, reply
             next_url = urljoin(url, location.decode("utf-8", "replace"))
@@ -315,22 +331,32 @@ class HttpClient:
         self._pools.clear()
         await asyncio.sleep(0)  # let the transports report connection_lost before the loop moves on
 
-    async def _send(self, target: Target, payload: bytes, deadline: float, timeout: float) -> _Reply:
+    async def _send(
+        self, target: Target, payload: bytes, deadline: float, timeout: float, send_by: float | None
+    ) -> _Reply:
         conn = self._idle(target.origin)
         if conn is not None:
             try:
-                return await self._exchange(target.origin, conn, payload, deadline, timeout)
+                return await self._exchange(target.origin, conn, payload, deadline, timeout, send_by)
             except _Stale:
                 pass  # the keep-alive race: the server closed it as we reused it; once more, on a new one
         conn = await self._connect(target.origin, deadline, timeout)
         try:
-            return await self._exchange(target.origin, conn, payload, deadline, timeout)
+            return await self._exchange(target.origin, conn, payload, deadline, timeout, send_by)
         except _Stale as exc:
             raise BranchHttpError(str(exc)) from None  # callers see one exception type, never _Stale
 
     async def _exchange(
-        self, origin: Origin, conn: _Connection, payload: bytes, deadline: float, timeout: float
+        self, origin: Origin, conn: _Connection, payload: bytes, deadline: float, timeout: float, send_by: float | None
     ) -> _Reply:
+        if send_by is not None and (late := time.monotonic() - send_by) >= 0:
+            # Unused, so as good as before: back to the pool (a connection not yet used once is too).
+            if conn.usable and not self._closed:
+                self._release(origin, conn)
+            else:
+                conn.close()
+            raise NotSent(f"the send deadline passed {late:.3f} s ago")
+        # No await from the check above to the write in `exchange`: nothing can run in between.
         reply = await conn.exchange(payload, deadline, timeout)
         if conn.reusable and not self._closed:
             self._release(origin, conn)

@@ -36,6 +36,12 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
     "--cron-interval": ("cron_interval", float, "how often owned shards are polled, seconds (default 1)"),
     "--lease-ttl": ("lease_ttl", float, "shard lease lifetime, seconds (default 10)"),
     "--node-heartbeat": ("node_heartbeat", float, "node heartbeat interval, seconds (default 1)"),
+    "--max-clock-skew": (
+        "max_clock_skew",
+        float,
+        "how far apart the nodes' clocks may be; a round stops calling branches this long before its hold "
+        "on a transaction ends, seconds (default 0.5)",
+    ),
     "--shards": ("shards", int, "number of shards, fixed per deployment (default 256)"),
     "--key-prefix": ("key_prefix", str, "Redis key prefix (default fastdtm)"),
     "--finished-data-expire": ("finished_data_expire", float, "keep finished transactions, seconds (default 1 day)"),

@@ -58,6 +58,9 @@ class Settings:
     lease_ttl: float = 10.0
     #: How often a node announces itself; it is considered gone after 3 missed beats.
     node_heartbeat: float = 1.0
+    #: How far apart the nodes' clocks may be: a round sends no branch call this long before its hold on
+    #: the transaction ends (docs/architecture.md, "Failure model"). Holds last at least twice this.
+    max_clock_skew: float = 0.5
     #: Number of shards; fixed for the life of a deployment (it decides where keys live).
     shards: int = 256
     key_prefix: str = "fastdtm"
@@ -77,6 +80,8 @@ class Settings:
         for name in ("retry_interval", "request_timeout", "cron_interval", "lease_ttl", "node_heartbeat"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"Setting '{name}' must be > 0, got {getattr(self, name)!r}.")
+        if self.max_clock_skew < 0:
+            raise SettingsError(f"Setting 'max_clock_skew' must be >= 0, got {self.max_clock_skew!r}.")
         if self.timeout_to_fail < 0:
             raise SettingsError(f"Setting 'timeout_to_fail' must be >= 0, got {self.timeout_to_fail!r}.")
         if not 1 <= self.shards <= 16384:

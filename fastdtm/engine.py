@@ -10,24 +10,40 @@ idempotent (barrier), as DTM requires.
 A new transaction's round (`start`) does not write it first: its first write is the `create`, made
 when the round must write anyway: before the first branch call goes out, or when it is over. So a
 saga whose branches all need no I/O is stored once, already finished, by one script.
+
+A round acts only on a transaction it holds (`lua/take.lua`): its `create`, a `take` (the cron, a repeated
+submit or abort) or a `take_over` (the submit or abort of a prepared one) gives it an epoch and a hold until
+a given time; each of its writes names the epoch (refused once another round took the transaction) and
+moves the hold's end. No branch call is sent after the hold's `fence`: the hold's end as this node's clock
+reads it, counted from when the write that set it was *sent* (its reply may come late), less the clock skew
+allowed between nodes. Past it the round proves it still holds the transaction with one write (which also
+carries the results not yet written) before calling on; the branch client checks the fence again just
+before it writes the request, with no `await` in between. So a paused node (a stall, a frozen VM, a slow
+store) can finish a call it had sent, and write nothing after it, but never start one on a transaction it
+lost. See docs/architecture.md, "Failure model".
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import math
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastdtm.alerts import Alerter, retry_count
+from fastdtm.branch_http import NotSent
 from fastdtm.clock import Clock
-from fastdtm.errors import AlreadyExists, Stale, StoreError, TransNotFound
+from fastdtm.errors import AlreadyExists, Fenced, Held, Stale, StoreError, TransNotFound
 from fastdtm.invoker import CallResult, Invoker
 from fastdtm.kinds import kind_for
 from fastdtm.kinds.base import Call, Kind, Policy, Round, Step, branch_status_after, reset_interval_ms
 from fastdtm.metrics import Metrics
 from fastdtm.models import Branch, Transaction
 from fastdtm.states import TERMINAL, BranchStatus, Outcome, TransStatus
-from fastdtm.store.base import Change, Store
+from fastdtm.store.base import Change, Store, Taken
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +53,22 @@ PROGRESS_WRITE_MS = 1000
 
 #: The result of a call with an empty URL: DTM counts it a success without calling anything.
 _LOCAL_SUCCESS = CallResult(Outcome.SUCCESS, "empty url")
+
+#: Writes a round tries in a row to prove its hold before a call (each one's reply came after the fence it
+#: set: a store slower than the hold is long); then it stops, and the cron resumes the transaction.
+HOLD_PROOF_ATTEMPTS = 3
+
+
+@dataclass(slots=True)
+class Claim:
+    """A transaction a round may act on: as read when it was taken, the epoch its writes name (0: not
+    stored yet, its first write is the `create`), and `fence`, the `time.monotonic()` after which no
+    branch call is sent without proving the hold again."""
+
+    trans: Transaction
+    branches: list[Branch]
+    epoch: int = 0
+    fence: float = -math.inf
 
 
 @dataclass(slots=True)
@@ -64,6 +96,8 @@ class Engine:
         clock: Clock,
         metrics: Metrics,
         alerter: Alerter | None = None,
+        *,
+        max_clock_skew_ms: int = 500,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -71,36 +105,57 @@ class Engine:
         self.invoker = invoker
         self.policy = policy
         self.clock = clock
+        #: How far another node's clock may run ahead of this one's: a hold ends this much sooner here.
+        self.skew_ms = max_clock_skew_ms
         #: gids with a round running on this node: the cron does not start a second one here.
         self._active: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
 
-    async def run(
-        self,
-        trans: Transaction,
-        branches: list[Branch],
-        *,
-        created: bool = True,
-        stored: asyncio.Future[None] | None = None,
-    ) -> RoundResult:
-        """One round on already loaded state; none if this node already runs one for the gid.
+    def hold_ms(self, interval_ms: int) -> int:
+        """How long a round's write holds the transaction: its retry interval (also when the cron would
+        resume it), and at least twice the skew, so that a hold always leaves the round time to call."""
+        return max(interval_ms, 2 * self.skew_ms)
 
-        created=False: the transaction is not in the store yet (see `start`); `stored`, if given,
+    def fence(self, sent: float, sent_ms: int, held_until_ms: int) -> float:
+        """The `time.monotonic()` after which a hold until `held_until_ms` may have ended for another node,
+        for a write sent at monotonic time `sent` and wall time `sent_ms`: however late its reply comes.
+
+        Not the loop's time: uvloop's is cached per loop iteration, so a long iteration (a GC pause) would
+        make it read early."""
+        return sent + (held_until_ms - sent_ms - self.skew_ms) / 1000
+
+    async def run(self, claim: Claim, *, stored: asyncio.Future[None] | None = None) -> RoundResult:
+        """One round on a claimed transaction; none if this node already runs one for the gid.
+
+        claim.epoch == 0: the transaction is not in the store yet (see `start`); `stored`, if given,
         resolves once it is, or fails with whatever kept it from being stored.
         """
-        if trans.gid in self._active:
-            return RoundResult(trans, completed=False)
-        self._active.add(trans.gid)
-        self.metrics.rounds_in_flight(len(self._active))
+        gid = claim.trans.gid
+        if gid in self._active:
+            return RoundResult(claim.trans, completed=False)
+        self._enter(gid)
+        try:
+            return await self._round(claim, stored)
+        finally:
+            self._leave(gid)
+
+    async def _round(self, claim: Claim, stored: asyncio.Future[None] | None = None) -> RoundResult:
         ok = False
         try:
-            result = await _Runner(self, trans, branches, created, stored).run()
+            result = await _Runner(self, claim, stored).run()
             ok = result.completed and result.last_error is None  # DTM's: no error; ONGOING counts as fail
             return result
         finally:
-            self._active.discard(trans.gid)
-            self.metrics.rounds_in_flight(len(self._active))
+            trans = claim.trans
             self.metrics.round_done(trans.trans_type, ok, (self.clock.now_ms() - trans.create_ms) / 1000)
+
+    def _enter(self, gid: str) -> None:
+        self._active.add(gid)
+        self.metrics.rounds_in_flight(len(self._active))
+
+    def _leave(self, gid: str) -> None:
+        self._active.discard(gid)
+        self.metrics.rounds_in_flight(len(self._active))
 
     async def start(self, trans: Transaction, branches: list[Branch], *, wait: bool) -> RoundResult | None:
         """The first round of a transaction not stored yet: stored by the round's first write.
@@ -116,47 +171,74 @@ class Engine:
                 raise AlreadyExists(existing)
             return RoundResult(trans, completed=False) if wait else None
         if wait:
-            return await self.run(trans, branches, created=False)
+            return await self.run(Claim(trans, branches))
         stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.spawn(trans, branches, stored=stored)
+        self.spawn(Claim(trans, branches), stored=stored)
         await stored
         return None
 
-    def spawn(self, trans: Transaction, branches: list[Branch], *, stored: asyncio.Future[None] | None = None) -> None:
+    def spawn(self, claim: Claim, *, stored: asyncio.Future[None] | None = None) -> None:
         """Run a round in the background; a failure is logged and left to the cron."""
-        task = asyncio.get_running_loop().create_task(self._run_logged(trans, branches, stored))
+        self._background_task(claim.trans.gid, functools.partial(self.run, claim, stored=stored), stored)
+
+    def _background_task(
+        self, gid: str, work: Callable[[], Awaitable[object]], stored: asyncio.Future[None] | None = None
+    ) -> None:
+        # The coroutine is made inside the task: a task cancelled before it starts leaves none unawaited.
+        task = asyncio.get_running_loop().create_task(self._logged(gid, work, stored))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
+    async def take(self, gid: str) -> Claim | None:
+        """Take a transaction no round holds, for one retry interval; None if absent or finished.
+        Raises Held if another round holds it."""
+        sent, now = time.monotonic(), self.clock.now_ms()
+        taken = await self.store.take(gid, now, now + self.hold_ms(self.policy.retry_interval_ms))
+        return None if taken is None else self._claim(taken, sent, now)
+
+    async def take_over(self, change: Change) -> Claim:
+        """The status change that hands a prepared transaction to a new round (see Store.take_over)."""
+        sent, now = time.monotonic(), self.clock.now_ms()
+        return self._claim(await self.store.take_over(change), sent, now)
+
+    def _claim(self, taken: Taken, sent: float, sent_ms: int) -> Claim:
+        fence = self.fence(sent, sent_ms, taken.held_until_ms)
+        return Claim(taken.trans, taken.branches, taken.epoch, fence)
+
     async def advance(self, gid: str) -> RoundResult | None:
-        """Load and run one round (the cron's entry point); None if there is nothing to do here."""
+        """Take and run one round (the cron's entry point, and a repeated submit's or abort's); None if
+        there is nothing to do here: a round of this node or another holds it, or it is finished."""
         if gid in self._active:
             return None
-        loaded = await self.store.load(gid)
-        if loaded is None:
-            await self.store.forget(gid)  # its data is gone: stop scheduling it
-            return None
-        trans, branches = loaded
-        if trans.status in TERMINAL:
-            await self.store.forget(gid)
-            return None
-        return await self.run(trans, branches)
+        self._enter(gid)  # before the take: no other round of this node starts meanwhile
+        try:
+            try:
+                claim = await self.take(gid)
+            except Held:
+                return None
+            return None if claim is None else await self._round(claim)
+        finally:
+            self._leave(gid)
 
-    async def _run_logged(
-        self, trans: Transaction, branches: list[Branch], stored: asyncio.Future[None] | None = None
+    def advance_later(self, gid: str) -> None:
+        """`advance` in the background; a failure is logged and left to the cron."""
+        self._background_task(gid, functools.partial(self.advance, gid))
+
+    async def _logged(
+        self, gid: str, work: Callable[[], Awaitable[object]], stored: asyncio.Future[None] | None
     ) -> None:
         try:
-            await self.run(trans, branches, created=stored is None, stored=stored)
+            await work()
         except AlreadyExists:
             pass  # reported to the caller through `stored`: nothing was written
         except StoreError as exc:
-            log.warning("round stopped: %s; the cron will resume it", exc, extra={"gid": trans.gid})
+            log.warning("round stopped: %s; the cron will resume it", exc, extra={"gid": gid})
         except Exception:
-            log.exception("round failed; the cron will resume it", extra={"gid": trans.gid})
+            log.exception("round failed; the cron will resume it", extra={"gid": gid})
         finally:
             if stored is not None and not stored.done():
                 # Stopped before its first write (the caller reports the failure): nothing stored.
-                stored.set_exception(StoreError(f"transaction '{trans.gid}' was not stored"))
+                stored.set_exception(StoreError(f"transaction '{gid}' was not stored"))
 
     async def close(self, grace: float = 5.0) -> None:
         """Let background rounds finish for a while, then cancel them (the cron resumes them)."""
@@ -169,23 +251,19 @@ class Engine:
 
 
 class _Runner:
-    """The state of one round: the kind's view plus unrecorded branch results and the schedule."""
+    """The state of one round: the kind's view plus unrecorded branch results, the schedule and the hold."""
 
-    def __init__(
-        self,
-        engine: Engine,
-        trans: Transaction,
-        branches: list[Branch],
-        created: bool = True,
-        stored: asyncio.Future[None] | None = None,
-    ) -> None:
+    def __init__(self, engine: Engine, claim: Claim, stored: asyncio.Future[None] | None = None) -> None:
         self.engine = engine
-        #: False until the transaction is in the store: the first write is then its `create`.
-        self.created = created
+        trans = claim.trans
+        #: The epoch every write names; 0 until the transaction is in the store (the first write is its `create`).
+        self.epoch = claim.epoch
+        #: time.monotonic() after which the hold must be proved again before a call (Engine.fence).
+        self.fence = claim.fence
         self.stored = stored
         self.kind: Kind = kind_for(trans.trans_type)
         now = engine.clock.now_ms()
-        self.rnd = Round(trans, list(branches), now, engine.policy)
+        self.rnd = Round(trans, list(claim.branches), now, engine.policy)
         self.reset_ms = reset_interval_ms(trans.options, engine.policy)
         interval = trans.next_cron_interval_ms or self.reset_ms
         self.schedule = _Schedule(interval, now + interval)
@@ -194,12 +272,13 @@ class _Runner:
         self.written_ms = now
         self.tasks: dict[asyncio.Task[CallResult], Call] = {}
         self.last_error: CallResult | None = None
+        self.loop = asyncio.get_running_loop()
 
     async def run(self) -> RoundResult:
         try:
             completed = await self._loop()
-        except (Stale, TransNotFound) as exc:
-            # Another writer (forceStop, another node) moved the transaction first: stand down.
+        except (Stale, Fenced, TransNotFound) as exc:
+            # Another writer (forceStop, another round) moved the transaction first: stand down.
             log.info("round stopped: %s", exc, extra={"gid": self.rnd.trans.gid})
             completed = False
         finally:
@@ -222,12 +301,8 @@ class _Runner:
             remote = self._finish_local(step)
             if step.start and not remote and not self.tasks:
                 continue  # only I/O-free progress: decide again before writing anything
-            if not self.created or (self.pending and remote and self._progress_is_old()):
-                # Stored before any branch is called. Results are written with the round's next
-                # write (a status change, a pause, its end); a round that has not written for
-                # PROGRESS_WRITE_MS writes them before calling on: /query shows its progress, and a
-                # crash re-runs little. Calls are at-least-once and branches idempotent either way.
-                await self._flush()
+            if remote:
+                await self._before_calls(step.record_first)
             if len(remote) == 1 and not self.tasks:
                 # The usual case (a sequential saga, a two-phase commit): one call, nothing else
                 # running, so await it here rather than through a task and asyncio.wait.
@@ -237,9 +312,27 @@ class _Runner:
             if not self.tasks:
                 break
             await self._wait_one()
-        if self.pending or self.schedule.dirty or not self.created:
-            await self._flush()
+        if self.pending or self.schedule.dirty or not self.epoch:
+            await self._flush(final=True)
         return True
+
+    async def _before_calls(self, record_first: bool) -> None:
+        """Before calls go out: the transaction is stored, the results they depend on are, and the round
+        still holds it.
+
+        Results otherwise wait for the round's next write (a status change, a pause, its end); a round
+        that has not written for PROGRESS_WRITE_MS writes them before calling on (/query shows its
+        progress, a crash re-runs little), and so does one whose step needs them recorded first. Past
+        the fence, a write proves the hold (it names the epoch) and extends it.
+        """
+        if not self.epoch or (self.pending and (record_first or self._progress_is_old())):
+            await self._flush()
+        for _ in range(HOLD_PROOF_ATTEMPTS):
+            if time.monotonic() < self.fence:
+                return
+            await self._flush()
+        if time.monotonic() >= self.fence:
+            raise StoreError(f"the store answered too late to prove the hold {HOLD_PROOF_ATTEMPTS} times in a row")
 
     def _progress_is_old(self) -> bool:
         return self.rnd.now_ms - self.written_ms >= PROGRESS_WRITE_MS
@@ -255,9 +348,17 @@ class _Runner:
                 self._record(call, _LOCAL_SUCCESS)
         return remote
 
+    def _not_sent(self, call: Call) -> None:
+        """A call the fence kept from going out: as if never started, so the kind starts it again."""
+        attempts = self.rnd.attempts
+        attempts[call.index] -= 1
+        if not attempts[call.index]:
+            del attempts[call.index]
+
     def _launch(self, calls: list[Call]) -> None:
         for call in calls:
-            task = asyncio.get_running_loop().create_task(self.engine.invoker.call(self.rnd.trans, call))
+            coro = self.engine.invoker.call(self.rnd.trans, call, self.fence)
+            task = self.loop.create_task(coro)
             self.tasks[task] = call
             self.rnd.running.add(call.index)
 
@@ -265,7 +366,10 @@ class _Runner:
         running = self.rnd.running
         running.add(call.index)
         try:
-            result = await self.engine.invoker.call(self.rnd.trans, call)
+            result = await self.engine.invoker.call(self.rnd.trans, call, self.fence)
+        except NotSent:
+            self._not_sent(call)
+            return
         finally:
             running.discard(call.index)
         self.rnd.now_ms = self.engine.clock.now_ms()
@@ -277,7 +381,12 @@ class _Runner:
         for task in done:
             call = self.tasks.pop(task)
             self.rnd.running.discard(call.index)
-            self._record(call, task.result())
+            try:
+                result = task.result()
+            except NotSent:
+                self._not_sent(call)
+                continue
+            self._record(call, result)
 
     def _record(self, call: Call, result: CallResult) -> None:
         rnd = self.rnd
@@ -313,6 +422,9 @@ class _Runner:
     async def _transition(self, status: TransStatus, reason: str) -> None:
         trans = self.rnd.trans
         now = self.engine.clock.now_ms()
+        interval = self.schedule.interval_ms
+        # A round goes on after a status change (aborting: the compensations), so it keeps its hold.
+        held_until = 0 if status in TERMINAL else now + self.engine.hold_ms(interval)
         await self._write(
             Change(
                 gid=trans.gid,
@@ -321,32 +433,47 @@ class _Runner:
                 now_ms=now,
                 branches=dict(self.pending),
                 rollback_reason=reason,
-                next_cron_ms=now + self.schedule.interval_ms,
-                interval_ms=self.schedule.interval_ms,
+                next_cron_ms=held_until or now + interval,
+                interval_ms=interval,
+                epoch=self.epoch,
+                held_until_ms=held_until,
             )
         )
         # The happy path is logged at debug: at thousands of transactions per second a line each costs.
         level = logging.DEBUG if status in (TransStatus.SUBMITTED, TransStatus.SUCCEED) else logging.INFO
         log.log(level, "%s -> %s %s", trans.status, status, reason, extra={"gid": trans.gid})
 
-    async def _flush(self) -> None:
+    async def _flush(self, *, final: bool = False) -> None:
+        """Write the pending results; a round going on keeps its hold (and proves it), a round that is over
+        (final) releases it and leaves the transaction scheduled for its next retry."""
         trans = self.rnd.trans
+        now = self.engine.clock.now_ms()
+        schedule = self.schedule
+        if final:
+            next_cron, held_until = schedule.next_cron_ms, 0
+        else:
+            next_cron = held_until = now + self.engine.hold_ms(schedule.interval_ms)
         await self._write(
             Change(
                 gid=trans.gid,
                 expected=trans.status,
                 status=trans.status,
-                now_ms=self.engine.clock.now_ms(),
+                now_ms=now,
                 branches=dict(self.pending),
-                next_cron_ms=self.schedule.next_cron_ms,
-                interval_ms=self.schedule.interval_ms,
+                next_cron_ms=next_cron,
+                interval_ms=schedule.interval_ms,
+                epoch=self.epoch,
+                held_until_ms=held_until,
             )
         )
 
     async def _write(self, change: Change) -> None:
         """One script: the change as a transition, or the transaction's `create` in its changed state."""
         trans = self.rnd.trans
-        if self.created:
+        # Measured before the write goes out: its reply, however late, says nothing about how long ago
+        # the hold it sets began.
+        sent, sent_ms = time.monotonic(), self.engine.clock.now_ms()
+        if self.epoch:
             if change.status is not trans.status:
                 trans = trans.with_status(change.status, change.now_ms, change.rollback_reason)
             await self.engine.store.transition(change)
@@ -355,7 +482,7 @@ class _Runner:
             schedule = (change.next_cron_ms, change.interval_ms)
             trans = trans.with_status(change.status, change.now_ms, change.rollback_reason, schedule=schedule)
             try:
-                existing = await self.engine.store.create(trans, self.rnd.branches)
+                existing = await self.engine.store.create(trans, self.rnd.branches, held=change.held_until_ms > 0)
                 if existing is not None:
                     raise AlreadyExists(existing)
             except BaseException as exc:
@@ -365,9 +492,11 @@ class _Runner:
                     else:
                         self.stored.set_exception(exc)
                 raise
-            self.created = True
+            self.epoch = 1  # a created transaction's first round (Store.create with held)
             if self.stored is not None:
                 self.stored.set_result(None)
+        held_until = change.held_until_ms
+        self.fence = self.engine.fence(sent, sent_ms, held_until) if held_until else -math.inf
         self.rnd.trans = trans
         self.pending.clear()
         self.schedule.dirty = False

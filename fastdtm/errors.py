@@ -12,6 +12,8 @@ FastdtmError
 └── StoreError               raised by a Store
     ├── StoreUnavailable     the store could not be reached / answered an error
     ├── Stale                compare-and-set lost: the status was not the expected one
+    ├── Fenced               a round's write refused: another round took the transaction over
+    ├── Held                 another round holds the transaction now
     └── TransNotFound        the transaction does not exist (any more)
 """
 
@@ -90,6 +92,22 @@ class Stale(StoreError):
     def __init__(self, current: str) -> None:
         super().__init__(f"current status is '{current}'")
         self.current = current
+
+
+class Fenced(StoreError):
+    """A round's write was refused: another round took the transaction since (its epoch is `current`)."""
+
+    def __init__(self, current: str) -> None:
+        super().__init__(f"another round took the transaction over (epoch {current})")
+        self.current = current
+
+
+class Held(StoreError):
+    """Another round holds the transaction until `until_ms`: a second round must not act on it meanwhile."""
+
+    def __init__(self, until_ms: int) -> None:
+        super().__init__(f"another round holds the transaction until {until_ms} ms")
+        self.until_ms = until_ms
 
 
 class TransNotFound(StoreError):

@@ -75,7 +75,9 @@ class Invoker:
         self.http = http
         self.default_timeout = default_timeout
 
-    async def call(self, trans: Transaction, call: Call) -> CallResult:
+    async def call(self, trans: Transaction, call: Call, send_by: float | None = None) -> CallResult:
+        """Make the call; raises branch_http.NotSent, having sent nothing, if `send_by` (loop time) has passed
+        when the request would be written."""
         timeout = trans.options.request_timeout or self.default_timeout
         url = branch_url(call.url, trans, call)
         method = "POST" if call.data or call.post else "GET"
@@ -83,7 +85,7 @@ class Invoker:
         data = call.data.encode("utf-8", "surrogateescape") if call.data else None
         try:
             status, raw = await self.http.request(
-                method, url, call_headers(trans.options.branch_headers), data, timeout
+                method, url, call_headers(trans.options.branch_headers), data, timeout, send_by
             )
         except OSError as exc:
             # Connection refused, reset, DNS, timeout: the branch may or may not have run; retry.

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from fastdtm.clock import Clock
-from fastdtm.engine import Engine, RoundResult
+from fastdtm.engine import Claim, Engine, RoundResult
 from fastdtm.errors import (
     AlreadyExists,
     Conflict,
@@ -116,36 +116,52 @@ class Service:
         trans, branches = await self._new(req, TransStatus.SUBMITTED)
         wait = req.options.wait_result
         if trans.trans_type in PREPARED_FIRST:
-            # Its prepare stored it, as a rule: promote it in one script.
+            # Its prepare stored it, as a rule: submit it and hand it to this node's round in one script.
             try:
-                trans, branches = await self._resubmit(req, TransStatus.PREPARED)
+                await self._resubmit(req, TransStatus.PREPARED, wait=wait)
             except TransNotFound:
                 pass  # submitted without a prepare: created below like a saga
             else:
-                await self._process(trans, branches, wait=wait)
                 return
         try:
             # Stored by the round's first write: one script for a saga that needs no branch I/O.
             result = await self.engine.start(trans, branches, wait=wait)
         except AlreadyExists as exc:
-            trans, branches = await self._resubmit(req, TransStatus(exc.status))
-            await self._process(trans, branches, wait=wait)
+            await self._resubmit(req, TransStatus(exc.status), wait=wait)
             return
         if result is not None:
             await self._report_round(result)
 
     async def _report_round(self, result: RoundResult) -> None:
-        # A round that lost a race (another node, forceStop) reports what the store now says.
-        status = result.trans.status if result.completed else (await self._load(result.trans.gid))[0].status
+        if result.completed:
+            _report(result, result.trans.status)
+            return
+        # A round that lost a race (another round, forceStop) reports what the store now says; if that
+        # is not an outcome yet, the round that took over will reach it.
+        gid = result.trans.gid
+        status = (await self._load(gid))[0].status
+        if status not in TERMINAL:
+            raise Ongoing(f"transaction '{gid}' is being processed by another round; query it for the outcome.")
         _report(result, status)
 
-    async def _process(self, trans: Transaction, branches: list[Branch], *, wait: bool) -> None:
+    async def _process(self, claim: Claim, *, wait: bool) -> None:
         if not wait:
-            self.engine.spawn(trans, branches)
+            self.engine.spawn(claim)
             return
-        await self._report_round(await self.engine.run(trans, branches))
+        await self._report_round(await self.engine.run(claim))
 
-    async def _resubmit(self, req: TransRequest, existing: TransStatus) -> tuple[Transaction, list[Branch]]:
+    async def _redrive(self, gid: str, *, wait: bool) -> None:
+        """A round on a transaction already under way (a repeated submit, an abort of an aborting one):
+        none if another round holds it now (it is being driven); that one's result is not this reply's."""
+        if not wait:
+            self.engine.advance_later(gid)
+            return
+        result = await self.engine.advance(gid)
+        if result is None:  # held by another round, or finished meanwhile: report what the store says
+            result = RoundResult((await self._load(gid))[0], completed=False)
+        await self._report_round(result)
+
+    async def _resubmit(self, req: TransRequest, existing: TransStatus, *, wait: bool) -> None:
         """Submit of a known gid: promote a prepared one, re-drive a submitted one, refuse others.
 
         Re-driving uses the stored branches, never a list rebuilt from the request: DTM rebuilds it,
@@ -164,16 +180,19 @@ class Service:
                 TransStatus.SUBMITTED,
                 now,
                 fields=fields,
-                next_cron_ms=now + interval,
+                next_cron_ms=now + self.engine.hold_ms(interval),
                 interval_ms=interval,
             )
             try:
-                return await self.store.promote(change)
+                claim = await self.engine.take_over(change)
             except Stale as exc:
                 existing = TransStatus(exc.current)
+            else:
+                await self._process(claim, wait=wait)
+                return
         if existing is not TransStatus.SUBMITTED:
             raise Conflict(f"current status '{existing}', cannot submit.")
-        return await self._load(req.gid)
+        await self._redrive(req.gid, wait=wait)
 
     async def _finish_workflow(self, req: TransRequest) -> None:
         """The workflow client's own verdict: prepared -> req_extra.status, keeping every other field."""
@@ -208,20 +227,33 @@ class Service:
             raise Conflict(str(exc)) from None
 
     async def abort(self, req: TransRequest) -> None:
-        trans, branches = await self._load(req.gid)
+        trans, _ = await self._load(req.gid)
         if trans.trans_type is TransType.MSG and trans.status is TransStatus.PREPARED:
             await self._change(trans, TransStatus.FAILED, req.rollback_reason)
             return
         abortable = (TransStatus.PREPARED, TransStatus.ABORTING)
         if trans.trans_type not in (TransType.TCC, TransType.XA) or trans.status not in abortable:
             raise Conflict(f"trans type: '{trans.trans_type}' current status '{trans.status}', cannot abort.")
-        if trans.status is TransStatus.PREPARED:
-            try:
-                await self._change(trans, TransStatus.ABORTING, req.rollback_reason)
-            except Stale as exc:
-                raise Conflict(f"current status '{exc.current}', cannot abort.") from None
-            trans = trans.with_status(TransStatus.ABORTING, self.clock.now_ms(), req.rollback_reason)
-        await self._process(trans, branches, wait=trans.options.wait_result)
+        wait = trans.options.wait_result
+        if trans.status is TransStatus.ABORTING:
+            await self._redrive(req.gid, wait=wait)
+            return
+        now = self.clock.now_ms()
+        interval = trans.next_cron_interval_ms or reset_interval_ms(trans.options, self.policy)
+        change = Change(
+            trans.gid,
+            TransStatus.PREPARED,
+            TransStatus.ABORTING,
+            now,
+            rollback_reason=req.rollback_reason,
+            next_cron_ms=now + self.engine.hold_ms(interval),
+            interval_ms=interval,
+        )
+        try:
+            claim = await self.engine.take_over(change)
+        except Stale as exc:
+            raise Conflict(f"current status '{exc.current}', cannot abort.") from None
+        await self._process(claim, wait=wait)
 
     async def force_stop(self, gid: str) -> None:
         """Operators' tool: fail an unfinished transaction now, without compensation."""

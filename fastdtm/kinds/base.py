@@ -57,6 +57,9 @@ class Step:
     reason: str = ""
     #: Stop this round and look again at this time (ms), e.g. a msg whose delay has not passed.
     wake_at_ms: int = 0
+    #: The calls depend on results of this round that another round could not rebuild (the saga's
+    #: rollback reads which actions succeeded): write them before the calls go out.
+    record_first: bool = False
 
 
 @dataclass(slots=True)

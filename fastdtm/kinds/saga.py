@@ -148,7 +148,12 @@ class _Forward(_Saga):
         if abort:
             # Let calls in flight report first, so their results are recorded before rolling back.
             return _NOTHING if rnd.running else Step(status=TransStatus.ABORTING, reason=abort)
-        return Step(tuple([self.call(2 * i + 1) for i in range(self.n) if self._startable(i)]))
+        # A saga with a timeout may be rolled back by another round (this one paused or died) that sees
+        # only what is stored: an action it does not know succeeded is one it would not compensate.
+        record_first = rnd.trans.options.timeout_to_fail > 0
+        return Step(
+            tuple([self.call(2 * i + 1) for i in range(self.n) if self._startable(i)]), record_first=record_first
+        )
 
     def _abort_reason(self) -> str:
         if BranchStatus.FAILED in self.statuses:

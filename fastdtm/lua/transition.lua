@@ -10,13 +10,16 @@
 -- ARGV[3] -> new status (may equal the expected one)
 -- ARGV[4] -> next_cron_ms to schedule, "" to leave the schedule alone, "-" to drop it (finished)
 -- ARGV[5] -> expire_at_ms when the transaction finishes, else ""
--- ARGV[6 ..] -> field, value, ... to set
--- Returns: {"OK"} | {"STALE", current_status} | {"NOT_FOUND"}
+-- ARGV[6] -> the epoch of the round that writes, "" for a write that is not a round's (an operator's, an
+--            API call's): a round whose epoch is no longer the stored one lost the transaction to another
+-- ARGV[7 ..] -> field, value, ... to set (a round's writes include held_until, see take.lua)
+-- Returns: {"OK"} | {"STALE", current_status} | {"FENCED", current_epoch} | {"NOT_FOUND"}
 local gid = ARGV[1]
 local expected = ARGV[2]
 local new_status = ARGV[3]
 local next_cron_ms = ARGV[4]
 local expire_at_ms = ARGV[5]
+local epoch = ARGV[6] or ''
 
 -- Lua's unpack() is bounded by the C stack (about 8000 values): write long argument runs in chunks,
 -- so a large transaction can never fail halfway through its writes.
@@ -27,18 +30,22 @@ local function each_chunk(from, to, write)
   end
 end
 
-local current = redis.call('HGET', KEYS[1], 'status')
+local current, current_epoch = unpack(redis.call('HMGET', KEYS[1], 'status', 'epoch'))
 if not current then
   return {'NOT_FOUND'}
 end
 if current ~= expected then
   return {'STALE', current}
 end
+current_epoch = current_epoch or '0'
+if epoch ~= '' and current_epoch ~= epoch then
+  return {'FENCED', current_epoch}
+end
 
 if new_status ~= expected then
   redis.call('HSET', KEYS[1], 'status', new_status)
 end
-each_chunk(6, #ARGV, function(...) redis.call('HSET', KEYS[1], ...) end)
+each_chunk(7, #ARGV, function(...) redis.call('HSET', KEYS[1], ...) end)
 if next_cron_ms == '-' then
   redis.call('ZREM', KEYS[3], gid)
 elseif next_cron_ms ~= '' then

@@ -2,6 +2,10 @@
 
 Every method that changes a transaction is one atomic compare-and-set (one Lua script on Redis):
 nothing reads, decides in Python and writes back.
+
+A round holds the transaction it acts on (see `lua/take.lua`): `take`, `take_over` and a round's `create`
+give it an epoch and a hold; each of its writes names the epoch (refused with `Fenced` once another round
+took the transaction) and moves the hold's end.
 """
 
 from __future__ import annotations
@@ -31,11 +35,42 @@ class Change:
     #: New schedule; None leaves it as it is. Ignored when `status` is finished.
     next_cron_ms: int | None = None
     interval_ms: int | None = None
+    #: A round's write: the epoch its round took the transaction with (0: not a round's write, unchecked).
+    epoch: int = 0
+    #: A round's write: when its hold ends from now on (0: released, the round is over).
+    held_until_ms: int = 0
 
     def __post_init__(self) -> None:
         # The table in states.py is the law: a change outside it is a bug, refused before any write.
         if self.status is not self.expected and not can_transition(self.expected, self.status):
             raise ValueError(f"{self.gid}: {self.expected} -> {self.status} is not an allowed transition")
+
+
+#: The status changes `take_over` makes: each starts a round on a transaction its prepare stored.
+TAKE_OVER_MOVES = frozenset(
+    {(TransStatus.PREPARED, TransStatus.SUBMITTED), (TransStatus.PREPARED, TransStatus.ABORTING)}
+)
+
+
+def check_take_over(change: Change) -> int:
+    """The schedule (and hold's end) of a change `take_over` makes; raises ValueError for any other change."""
+    if (change.expected, change.status) not in TAKE_OVER_MOVES or change.next_cron_ms is None:
+        raise ValueError(
+            f"{change.gid}: take_over is prepared -> submitted or aborting with a schedule, "
+            f"not {change.expected} -> {change.status}"
+        )
+    return change.next_cron_ms
+
+
+@record
+class Taken:
+    """A transaction a round has just taken: its state, and the epoch each of the round's writes names."""
+
+    trans: Transaction
+    branches: list[Branch]
+    epoch: int
+    #: The hold's end (ms): the round sends no branch call after it unless a write extends it.
+    held_until_ms: int
 
 
 @record
@@ -59,19 +94,29 @@ class ListPage:
 class Store(Protocol):
     shards: int
 
-    async def create(self, trans: Transaction, branches: Sequence[Branch]) -> TransStatus | None:
-        """Insert if the gid is absent: None when created, else the stored status."""
+    async def create(self, trans: Transaction, branches: Sequence[Branch], *, held: bool = False) -> TransStatus | None:
+        """Insert if the gid is absent: None when created, else the stored status.
+
+        held=True: the creating round holds it (epoch 1) until its `next_cron_ms`."""
         ...
 
     async def load(self, gid: str) -> tuple[Transaction, list[Branch]] | None: ...
 
     async def transition(self, change: Change) -> None:
-        """Apply a change if the status is still `change.expected`; raises Stale / TransNotFound."""
+        """Apply a change if the status is still `change.expected` (and, for a round's write, the epoch
+        `change.epoch`); raises Stale / Fenced / TransNotFound."""
         ...
 
-    async def promote(self, change: Change) -> tuple[Transaction, list[Branch]]:
-        """`change` (prepared -> submitted, with a schedule) as a transition, then the stored transaction
-        and branches as `load` reads them, atomically; raises Stale / TransNotFound having written nothing."""
+    async def take(self, gid: str, now_ms: int, held_until_ms: int) -> Taken | None:
+        """Hold an unfinished transaction for a new round until `held_until_ms` (also its schedule) and read
+        it; raises Held if another round's hold ends after `now_ms`. None: absent or finished (no longer
+        scheduled)."""
+        ...
+
+    async def take_over(self, change: Change) -> Taken:
+        """`change` (prepared -> submitted or aborting, with a schedule) as a transition that hands the
+        transaction to a new round, held until the schedule, read back atomically; raises Stale /
+        TransNotFound having written nothing."""
         ...
 
     async def register_branches(self, gid: str, trans_type: str, branches: Sequence[Branch], now_ms: int) -> None:

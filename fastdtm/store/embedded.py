@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Final
+from typing import Final, Self
 
 from fastdtm.clock import Clock, SystemClock
 from fastdtm.errors import Invalid, LeaseLost, Refused
@@ -24,7 +24,7 @@ from fastdtm.metrics import Metrics
 from fastdtm.models import Branch, Transaction
 from fastdtm.states import TERMINAL, TransStatus
 from fastdtm.store import sqlite_cron as cron, sqlite_trans as sql
-from fastdtm.store.base import Change, ListPage, ListQuery
+from fastdtm.store.base import Change, ListPage, ListQuery, Taken
 from fastdtm.store.replies import raise_for
 from fastdtm.store.sqlite_db import Database, StoreInUse
 
@@ -62,7 +62,7 @@ class EmbeddedStore:
     @classmethod
     async def open(
         cls, path: str, finished_ttl_ms: int, *, clock: Clock | None = None, metrics: Metrics | None = None
-    ) -> EmbeddedStore:
+    ) -> Self:
         """Open (creating if needed) the store at `path`; raises StoreInUse if another process has it."""
         return cls(await Database.open(path), finished_ttl_ms, clock or SystemClock(), metrics)
 
@@ -70,10 +70,10 @@ class EmbeddedStore:
         if self.metrics is not None:
             self.metrics.store_call(name)
 
-    async def create(self, trans: Transaction, branches: Sequence[Branch]) -> TransStatus | None:
+    async def create(self, trans: Transaction, branches: Sequence[Branch], *, held: bool = False) -> TransStatus | None:
         self._count("create")
         expire_at = trans.update_ms + self.finished_ttl_ms if trans.status in TERMINAL else None
-        reply = await self.db.write(sql.create, trans, branches, expire_at, self.clock.now_ms())
+        reply = await self.db.write(sql.create, trans, branches, expire_at, self.clock.now_ms(), held)
         if reply[0] == "DUPLICATE":
             raise Refused(f"branch {reply[1].removeprefix('u:')} appears twice in '{trans.gid}' (UniqueKeyConflict)")
         return None if reply[0] == "CREATED" else TransStatus(reply[1])
@@ -88,9 +88,13 @@ class EmbeddedStore:
         reply = await self.db.write(sql.transition, change, expire_at, self.clock.now_ms())
         raise_for(reply, change.gid)
 
-    async def promote(self, change: Change) -> tuple[Transaction, list[Branch]]:
-        self._count("promote")
-        return await self.db.write(sql.promote, change, self.clock.now_ms())
+    async def take(self, gid: str, now_ms: int, held_until_ms: int) -> Taken | None:
+        self._count("take")
+        return await self.db.write(sql.take, gid, now_ms, held_until_ms, self.clock.now_ms())
+
+    async def take_over(self, change: Change) -> Taken:
+        self._count("take_over")
+        return await self.db.write(sql.take_over, change, self.clock.now_ms())
 
     async def register_branches(self, gid: str, trans_type: str, branches: Sequence[Branch], now_ms: int) -> None:
         self._count("register_branch")

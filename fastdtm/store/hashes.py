@@ -46,6 +46,11 @@ def trans_fields(trans: Transaction) -> list[str]:
     return out
 
 
+def hold_fields(epoch: int, held_until_ms: int) -> list[str]:
+    """The fields of a round's hold (lua/take.lua): its epoch and when the hold ends (0 = released)."""
+    return ["epoch", str(epoch), "held_until", str(held_until_ms)]
+
+
 def branch_record(branch: Branch) -> str:
     return wire.encode_text([branch.branch_id, branch.op, branch.url, branch.data, branch.create_ms])
 
@@ -70,6 +75,8 @@ def change_fields(change: Change) -> list[str]:
         out += branch_progress(index, branch)
     for name, value in change.fields.items():
         out += [name, value]
+    if change.epoch:
+        out += ["held_until", str(change.held_until_ms)]
     return out
 
 

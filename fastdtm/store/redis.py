@@ -21,7 +21,7 @@ from fastdtm.models import Branch, Transaction
 from fastdtm.sharding import Keys
 from fastdtm.states import TERMINAL, TransStatus
 from fastdtm.store import hashes
-from fastdtm.store.base import Change, ListPage, ListQuery
+from fastdtm.store.base import Change, ListPage, ListQuery, Taken, check_take_over
 from fastdtm.store.replies import raise_for
 from fastdtm.store.resp import Arg, Commands, ReplyError
 
@@ -37,7 +37,8 @@ SCRIPTS: Final = (
     "lease_release",
     "register_branch",
     "reset_cron",
-    "promote",
+    "take",
+    "take_over",
 )
 
 
@@ -82,10 +83,12 @@ class RedisStore:
         except (ReplyError, OSError) as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
 
-    async def create(self, trans: Transaction, branches: Sequence[Branch]) -> TransStatus | None:
+    async def create(self, trans: Transaction, branches: Sequence[Branch], *, held: bool = False) -> TransStatus | None:
         g, b, due, idx, exp = self.keys.of_trans(trans.gid)
         finished = trans.status in TERMINAL
         fields = hashes.trans_fields(trans)
+        if held and not finished:
+            fields += hashes.hold_fields(1, trans.next_cron_ms)
         for i, branch in enumerate(branches):
             if branch.status is not branch.status.PREPARED:
                 fields += hashes.branch_progress(i, branch)
@@ -117,24 +120,27 @@ class RedisStore:
         else:
             schedule = "" if change.next_cron_ms is None else change.next_cron_ms
         expire = change.now_ms + self.finished_ttl_ms if finished else ""
-        args = [change.gid, change.expected, change.status, schedule, expire, *hashes.change_fields(change)]
+        epoch = change.epoch or ""
+        args = [change.gid, change.expected, change.status, schedule, expire, epoch, *hashes.change_fields(change)]
         reply = await self._run("transition", [g, b, due, exp], args)
         raise_for(reply, change.gid)
 
-    async def promote(self, change: Change) -> tuple[Transaction, list[Branch]]:
-        # The script knows only this one move.
-        if change.expected is not TransStatus.PREPARED or change.status is not TransStatus.SUBMITTED:
-            raise ValueError(
-                f"{change.gid}: promote is prepared -> submitted, not {change.expected} -> {change.status}"
-            )
-        assert change.next_cron_ms is not None
+    async def take(self, gid: str, now_ms: int, held_until_ms: int) -> Taken | None:
+        g, b, due, _, _ = self.keys.of_trans(gid)
+        reply = await self._run("take", [g, b, due], [gid, now_ms, held_until_ms])
+        if reply[0] in ("FINISHED", "NOT_FOUND"):
+            return None
+        raise_for(reply, gid)
+        return _taken(reply)
+
+    async def take_over(self, change: Change) -> Taken:
+        next_cron_ms = check_take_over(change)
         g, b, due, _, _ = self.keys.of_trans(change.gid)
-        reply = await self._run(
-            "promote", [g, b, due], [change.gid, change.next_cron_ms, *hashes.change_fields(change)]
-        )
+        args: list[str | int] = [change.gid, change.expected, change.status, next_cron_ms]
+        args += hashes.change_fields(change)
+        reply = await self._run("take_over", [g, b, due], args)
         raise_for(reply, change.gid)
-        fields = hashes.pairs(reply[1])
-        return hashes.decode_trans(fields, reply[3]), hashes.decode_branches(fields, reply[2])
+        return _taken(reply)
 
     async def register_branches(self, gid: str, trans_type: str, branches: Sequence[Branch], now_ms: int) -> None:
         g, b, *_ = self.keys.of_trans(gid)
@@ -227,6 +233,14 @@ class RedisStore:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _taken(reply: list[Any]) -> Taken:
+    """{"OK", epoch, hash fields, branch records, held_until_ms} of take / take_over."""
+    fields = hashes.pairs(reply[2])
+    held_until = reply[4]
+    trans = hashes.decode_trans(fields, held_until)
+    return Taken(trans, hashes.decode_branches(fields, reply[3]), int(reply[1]), int(held_until))
 
 
 def _claimed(shard: int, claim: list[str] | BaseException) -> list[str] | None:

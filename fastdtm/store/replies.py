@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fastdtm.errors import LeaseLost, Refused, Stale, TransNotFound
+from fastdtm.errors import Fenced, Held, LeaseLost, Refused, Stale, TransNotFound
 
 
 def raise_for(reply: Sequence[Any], gid: str, *, trans_type: str = "", shard: int = 0) -> None:
@@ -20,6 +20,10 @@ def raise_for(reply: Sequence[Any], gid: str, *, trans_type: str = "", shard: in
         raise TransNotFound(gid)
     if tag in ("STALE", "NOT_PREPARED"):
         raise Stale(reply[1])
+    if tag == "FENCED":
+        raise Fenced(reply[1])
+    if tag == "HELD":
+        raise Held(int(reply[1]))
     if tag == "WRONG_TYPE":
         raise Refused(f"transaction '{gid}' is a {reply[1]}, not a {trans_type}")
     if tag == "DUPLICATE":

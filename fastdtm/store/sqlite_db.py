@@ -10,7 +10,7 @@ never half. sqlite3's errors become `StoreUnavailable` here and nowhere else.
 One node only: the file is locked (`flock` on `<path>.lock`) from `open` to `close`, so a second fastdtm
 process on the same file is refused with `StoreInUse` instead of sharing a store it cannot coordinate with.
 
-Tables (schema version 1; times in ms):
+Tables (schema version 2; times in ms; a version-1 file is upgraded in place when opened):
 
 ==============  =====================================================================================
 table           content
@@ -19,7 +19,8 @@ schema_version  one row: the version of this layout
 trans           one row per transaction; columns named as the Redis hash fields (a NULL text
                 column = the field is absent; an absent time reads as 0 either way), plus
                 ``next_cron_time`` (the schedule, Redis's ``due`` score; NULL once finished) and
-                ``expire_at`` (finished data is gone from then on; NULL while unfinished)
+                ``expire_at`` (finished data is gone from then on; NULL while unfinished);
+                ``epoch``/``held_until`` are a round's hold (``lua/take.lua``; version 2)
 branch          branch records: ``idx`` = place in the list, UNIQUE (gid, branch_id, op) as DTM's
                 SQL schema; ``status``/``finish_time`` NULL until a result is recorded
 lease           shard -> ``holder`` (``"<node_id> <token>"``) until ``expire_at`` (wall clock)
@@ -46,7 +47,7 @@ from fastdtm.errors import StoreUnavailable
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 SCHEMA: Final = """
 CREATE TABLE schema_version (version INTEGER NOT NULL) STRICT;
@@ -66,7 +67,9 @@ CREATE TABLE trans (
     rollback_time      INTEGER NOT NULL DEFAULT 0,
     next_cron_interval INTEGER NOT NULL DEFAULT 0,
     next_cron_time     INTEGER,
-    expire_at          INTEGER
+    expire_at          INTEGER,
+    epoch              INTEGER NOT NULL DEFAULT 0,
+    held_until         INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 CREATE INDEX trans_due ON trans (next_cron_time, gid) WHERE next_cron_time IS NOT NULL;
 CREATE INDEX trans_created ON trans (create_time, gid);
@@ -241,15 +244,36 @@ def _configure(conn: sqlite3.Connection) -> None:
         raise StoreUnavailable(f"sqlite: the file system refused WAL mode (got {mode!r})")
 
 
+#: version -> the statements that bring a file of that version to the next one.
+UPGRADES: Final = {
+    1: (
+        "ALTER TABLE trans ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE trans ADD COLUMN held_until INTEGER NOT NULL DEFAULT 0",
+    ),
+}
+
+
 def _migrate(conn: sqlite3.Connection, file: Path) -> None:
     try:
         _transaction(conn, _create_schema)
+        _transaction(conn, _upgrade)
         found = conn.execute("SELECT version FROM schema_version").fetchone()
     except sqlite3.Error as exc:
         raise StoreUnavailable(f"sqlite: {file}: {exc}") from exc
     if found is None or found[0] != SCHEMA_VERSION:
         version = None if found is None else found[0]
         raise StoreUnavailable(f"sqlite: {file} has schema version {version}; this fastdtm reads {SCHEMA_VERSION}")
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Bring an older file to SCHEMA_VERSION, one version at a time, in one transaction."""
+    found = conn.execute("SELECT version FROM schema_version").fetchone()
+    version = None if found is None else found[0]
+    while version in UPGRADES:
+        for statement in UPGRADES[version]:
+            conn.execute(statement)
+        version += 1
+        conn.execute("UPDATE schema_version SET version = ?", (version,))
 
 
 def _create_schema(conn: sqlite3.Connection) -> None:

@@ -18,10 +18,11 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final, TypeAlias
 
+from fastdtm.errors import Held
 from fastdtm.models import Branch, Transaction
 from fastdtm.states import TERMINAL, BranchStatus, TransStatus
 from fastdtm.store import hashes
-from fastdtm.store.base import Change
+from fastdtm.store.base import Change, Taken, check_take_over
 from fastdtm.store.replies import raise_for
 
 Reply: TypeAlias = tuple[str, ...]
@@ -42,8 +43,12 @@ FIELDS: Final = (
     "finish_time",
     "rollback_time",
     "next_cron_interval",
+    "epoch",
+    "held_until",
 )
-INT_FIELDS: Final = frozenset({"create_time", "update_time", "finish_time", "rollback_time", "next_cron_interval"})
+INT_FIELDS: Final = frozenset(
+    {"create_time", "update_time", "finish_time", "rollback_time", "next_cron_interval", "epoch", "held_until"}
+)
 #: Fields a transition may overwrite: every column but the key.
 WRITABLE: Final = frozenset(FIELDS) - {"gid"}
 #: A branch progress field, `s<index>` (see `hashes.branch_progress`).
@@ -58,7 +63,12 @@ BranchRow: TypeAlias = tuple[str, int, str, str, str, str, int, str | None, int 
 
 
 def create(
-    conn: sqlite3.Connection, trans: Transaction, branches: Sequence[Branch], expire_at: int | None, wall_ms: int
+    conn: sqlite3.Connection,
+    trans: Transaction,
+    branches: Sequence[Branch],
+    expire_at: int | None,
+    wall_ms: int,
+    held: bool = False,
 ) -> Reply:
     """create.lua: insert the transaction and its branches if the gid is absent (or its data expired).
 
@@ -72,7 +82,10 @@ def create(
         return ("DUPLICATE", duplicate)
     # A gid may come back after its finished data expired: the old row goes, the new one is live.
     conn.execute("DELETE FROM trans WHERE gid = ?", (trans.gid,))
-    fields = hashes.pairs(hashes.trans_fields(trans))
+    flat = hashes.trans_fields(trans)
+    if held and trans.status not in TERMINAL:
+        flat += hashes.hold_fields(1, trans.next_cron_ms)
+    fields = hashes.pairs(flat)
     _insert(conn, fields, None if trans.status in TERMINAL else trans.next_cron_ms, expire_at)
     conn.executemany(
         f"INSERT INTO branch ({_BRANCH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", _rows(trans.gid, 0, branches)
@@ -93,12 +106,16 @@ def load(conn: sqlite3.Connection, gid: str, wall_ms: int) -> tuple[Transaction,
 
 
 def transition(conn: sqlite3.Connection, change: Change, expire_at: int | None, wall_ms: int) -> Reply:
-    """transition.lua: status compare-and-set, fields and branch progress, reschedule or finish."""
-    current = _status(conn, change.gid, wall_ms)
-    if current is None:
+    """transition.lua: status (and, for a round's write, epoch) compare-and-set, fields and branch progress,
+    reschedule or finish."""
+    row = conn.execute(f"SELECT status, epoch FROM trans WHERE gid = ? AND {ALIVE}", (change.gid, wall_ms)).fetchone()
+    if row is None:
         return ("NOT_FOUND",)
+    current, epoch = row
     if current != change.expected:
         return ("STALE", current)
+    if change.epoch and epoch != change.epoch:
+        return ("FENCED", str(epoch))
     columns, progress = split_fields(hashes.change_fields(change))
     if change.status is not change.expected:
         columns = {"status": change.status, **columns}
@@ -114,16 +131,40 @@ def transition(conn: sqlite3.Connection, change: Change, expire_at: int | None, 
     return ("OK",)
 
 
-def promote(conn: sqlite3.Connection, change: Change, wall_ms: int) -> tuple[Transaction, list[Branch]]:
-    """promote.lua: the submit of a prepared transaction, read back in the same SQL transaction.
+def take(conn: sqlite3.Connection, gid: str, now_ms: int, held_until_ms: int, wall_ms: int) -> Taken | None:
+    """take.lua: hold an unfinished transaction for a new round and read it; None (and no longer scheduled)
+    when absent or finished. A hold that ends after `now_ms` raises Held, having written nothing."""
+    row = conn.execute(f"SELECT status, held_until FROM trans WHERE gid = ? AND {ALIVE}", (gid, wall_ms)).fetchone()
+    if row is None or row[0] in TERMINAL:
+        forget(conn, gid)
+        return None
+    if row[1] > now_ms:
+        raise Held(row[1])
+    conn.execute(
+        "UPDATE trans SET epoch = epoch + 1, held_until = ?, next_cron_time = ? WHERE gid = ?",
+        (held_until_ms, held_until_ms, gid),
+    )
+    return _taken(conn, gid, wall_ms)
 
-    A refusal raises (Stale, TransNotFound) here: the SQL transaction rolls back, having written nothing."""
-    if change.expected is not TransStatus.PREPARED or change.status is not TransStatus.SUBMITTED:
-        raise ValueError(f"{change.gid}: promote is prepared -> submitted, not {change.expected} -> {change.status}")
+
+def take_over(conn: sqlite3.Connection, change: Change, wall_ms: int) -> Taken:
+    """take_over.lua: a status change that hands the transaction to a new round, read back in the same SQL
+    transaction. A refusal raises (Stale, TransNotFound) here: the SQL transaction rolls back, having written
+    nothing."""
+    check_take_over(change)
     raise_for(transition(conn, change, None, wall_ms), change.gid)
-    loaded = load(conn, change.gid, wall_ms)
+    conn.execute(
+        "UPDATE trans SET epoch = epoch + 1, held_until = next_cron_time WHERE gid = ?",
+        (change.gid,),
+    )
+    return _taken(conn, change.gid, wall_ms)
+
+
+def _taken(conn: sqlite3.Connection, gid: str, wall_ms: int) -> Taken:
+    loaded = load(conn, gid, wall_ms)
+    (epoch, held_until) = conn.execute("SELECT epoch, held_until FROM trans WHERE gid = ?", (gid,)).fetchone()
     assert loaded is not None  # just written, in this transaction
-    return loaded
+    return Taken(loaded[0], loaded[1], epoch, held_until)
 
 
 def register_branch(
@@ -151,14 +192,19 @@ def register_branch(
 
 
 def touch(conn: sqlite3.Connection, gid: str, next_cron_ms: int, now_ms: int, wall_ms: int) -> Reply:
-    """touch.lua: move an unfinished transaction's schedule; a finished one has none to move."""
-    row = conn.execute(f"SELECT status, next_cron_time FROM trans WHERE gid = ? AND {ALIVE}", (gid, wall_ms)).fetchone()
+    """touch.lua: move an unfinished transaction's schedule, never before a round's hold ends; a finished one
+    has none to move."""
+    query = f"SELECT status, next_cron_time, held_until FROM trans WHERE gid = ? AND {ALIVE}"
+    row = conn.execute(query, (gid, wall_ms)).fetchone()
     if row is None:
         return ("NOT_FOUND",)
-    status, scheduled = row
+    status, scheduled, held_until = row
     if scheduled is None:
         return ("FINISHED", status)
-    conn.execute("UPDATE trans SET next_cron_time = ?, update_time = ? WHERE gid = ?", (next_cron_ms, now_ms, gid))
+    conn.execute(
+        "UPDATE trans SET next_cron_time = ?, update_time = ? WHERE gid = ?",
+        (max(next_cron_ms, held_until), now_ms, gid),
+    )
     return ("OK", status)
 
 

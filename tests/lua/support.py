@@ -24,7 +24,8 @@ LEASE_RENEW: Final = LuaScript("lease_renew")
 LEASE_RELEASE: Final = LuaScript("lease_release")
 REGISTER_BRANCH: Final = LuaScript("register_branch")
 RESET_CRON: Final = LuaScript("reset_cron")
-PROMOTE: Final = LuaScript("promote")
+TAKE: Final = LuaScript("take")
+TAKE_OVER: Final = LuaScript("take_over")
 
 #: A "now" for scripts that only store time as data: they never read the clock, so any value will do.
 T0: Final = 1_700_000_000_000

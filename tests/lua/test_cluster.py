@@ -19,6 +19,8 @@ from tests.lua.support import (
     REGISTER_BRANCH,
     RESET_CRON,
     T0,
+    TAKE,
+    TAKE_OVER,
     TOUCH,
     TRANSITION,
     gids_in_shard,
@@ -37,7 +39,7 @@ def cluster_of(redis_url: str, client: Client) -> RedisCluster:
 
 def script_keys(gid: str) -> list[list[str]]:
     """The KEYS of every per-transaction script for one gid, as `RedisStore` passes them: create, transition,
-    touch, load, register_branch."""
+    touch, load (and take, take_over), register_branch."""
     g, b, due, idx, exp = KEYS.of_trans(gid)
     return [[g, b, due, idx, exp], [g, b, due, exp], [g, due], [g, b, due], [g, b]]
 
@@ -81,7 +83,7 @@ async def test_every_script_runs_on_every_master(redis_url: str, client: Client)
         triple = ['["01", "confirm", "", "", 0]', "u:01:confirm", "prepared"]
         assert tagged(await REGISTER_BRANCH(cluster, [g, b], [T0, "tcc", *triple])) == ["OK"]
         assert tagged(await TOUCH(cluster, [g, due], [gid, T0 + 5, T0])) == ["OK", "prepared"]
-        assert tagged(await TRANSITION(cluster, [g, b, due, exp], [gid, "prepared", "submitted", "", ""])) == ["OK"]
+        assert tagged(await TRANSITION(cluster, [g, b, due, exp], [gid, "prepared", "submitted", "", "", ""])) == ["OK"]
         assert await RESET_CRON(cluster, [due], [T0, T0 - 1, 10]) == [1, 0]
         loaded = await LOAD(cluster, [g, b, due], [gid])
         assert len(loaded[1]) == 2
@@ -91,6 +93,12 @@ async def test_every_script_runs_on_every_master(redis_url: str, client: Client)
         assert tagged(claimed) == ["OK", gid]
         assert await LEASE_RENEW(cluster, [KEYS.lease(shard)], [lease, 1_000]) == 1
         assert await LEASE_RELEASE(cluster, [KEYS.lease(shard)], [lease]) == 1
+        taken = await TAKE(cluster, [g, b, due], [gid, T0 + 2, T0 + 9])
+        assert taken[:2] == ["OK", 1]
+        assert tagged(await TAKE_OVER(cluster, [g, b, due], [gid, "prepared", "aborting", T0 + 9])) == [
+            "STALE",
+            "submitted",
+        ]
 
     for node in cluster.get_primaries():
         stored = await cluster.keys(f"{KEYS.prefix}:*:g:*", target_nodes=node)

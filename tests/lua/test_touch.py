@@ -1,4 +1,5 @@
-"""`touch.lua`: move an unfinished transaction's next cron time (resetNextCronTime), whatever its status.
+"""`touch.lua`: move an unfinished transaction's next cron time (resetNextCronTime), whatever its status, never
+before a round's hold ends (`held_until`).
 Pins KEYS g, due; ARGV gid, next_cron_ms, now_ms; replies {"OK", status} (the due score moves, the hash gets only
 `update_time`: the schedule lives in `due` alone) | {"FINISHED", status} | {"NOT_FOUND"}, the last two writing
 nothing; and the `RedisStore.touch` mapping (status returned, `TransNotFound`)."""
@@ -36,6 +37,15 @@ async def test_ok_moves_the_due_score_and_sets_only_update_time(client: Client) 
     assert "next_cron_time" not in state.fields
     assert state.branches == records(2)
     assert state.exp == {}
+
+
+async def test_never_before_a_rounds_hold_ends(client: Client) -> None:
+    await seed(client, "g1", fields_of("g1", "submitted", held_until=str(T0 + 700)), records(1), due=T0 + 700)
+
+    assert tagged(await touch(client, "g1", T0 + 5, T0 + 4)) == ["OK", "submitted"]
+    assert (await trans_state(client, "g1")).due == {"g1": T0 + 700}
+    assert tagged(await touch(client, "g1", T0 + 900, T0 + 4)) == ["OK", "submitted"]
+    assert (await trans_state(client, "g1")).due == {"g1": T0 + 900}
 
 
 async def test_finished_when_not_due_and_nothing_changes(client: Client) -> None:

@@ -1,8 +1,8 @@
 """`transition.lua`: the status compare-and-set that every change of a transaction goes through (branch
 results included, as a transition to the same status). Pins KEYS g, b, due, exp; ARGV gid, expected, new,
-schedule (""=keep, number=re-score, "-"=drop), expire_at_ms|"", field/value pairs; replies {"OK"} |
-{"STALE", current} | {"NOT_FOUND"}, with no write at all unless OK; and the `RedisStore.transition` mapping to
-`Stale(.current)` / `TransNotFound`."""
+schedule (""=keep, number=re-score, "-"=drop), expire_at_ms|"", epoch|"", field/value pairs; replies {"OK"} |
+{"STALE", current} | {"FENCED", current_epoch} | {"NOT_FOUND"}, with no write at all unless OK; and the
+`RedisStore.transition` mapping to `Stale(.current)` / `Fenced(.current)` / `TransNotFound`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from redis.exceptions import ResponseError
 
-from fastdtm.errors import Stale, TransNotFound
+from fastdtm.errors import Fenced, Stale, TransNotFound
 from fastdtm.models import Branch
 from fastdtm.states import BranchStatus, TransStatus
 from fastdtm.store.base import Change
@@ -43,10 +43,11 @@ async def transition(
     *fields: str,
     schedule: int | str = "",
     expire_at: int | str = "",
+    epoch: int | str = "",
 ) -> Any:
     """One `transition` call, arguments in the header's order."""
     g, b, due, _, exp = KEYS.of_trans(gid)
-    return await TRANSITION(client, [g, b, due, exp], [gid, expected, new, schedule, expire_at, *fields])
+    return await TRANSITION(client, [g, b, due, exp], [gid, expected, new, schedule, expire_at, epoch, *fields])
 
 
 async def test_ok_sets_the_new_status_and_the_fields(client: Client) -> None:
@@ -96,6 +97,26 @@ async def test_not_found_writes_nothing(client: Client) -> None:
     assert await trans_state(client, "g1") == before
     g, b, *_ = KEYS.of_trans("g1")
     assert await client.exists(g, b) == 0
+
+
+async def test_a_rounds_write_names_its_epoch_and_a_stale_one_writes_nothing(client: Client) -> None:
+    await seed(client, "g1", fields_of("g1", "submitted", epoch="3", held_until=str(T0 + 50)), records(2), due=T0 + 50)
+    before = await trans_state(client, "g1")
+
+    stale = await transition(client, "g1", "submitted", "submitted", "s0", "succeed 1", schedule=T0 + 99, epoch=2)
+
+    assert tagged(stale) == ["FENCED", "3"]
+    assert await trans_state(client, "g1") == before
+    ok = await transition(client, "g1", "submitted", "submitted", "held_until", str(T0 + 99), schedule=T0 + 99, epoch=3)
+    assert tagged(ok) == ["OK"]
+    assert (await trans_state(client, "g1")).fields["held_until"] == str(T0 + 99)
+
+
+async def test_without_an_epoch_field_a_round_is_epoch_0_and_writes_without_one_are_unchecked(client: Client) -> None:
+    await seed(client, "g1", fields_of("g1", "submitted"), records(2), due=DUE_AT)
+
+    assert tagged(await transition(client, "g1", "submitted", "submitted", epoch=1)) == ["FENCED", "0"]
+    assert tagged(await transition(client, "g1", "submitted", "submitted", "update_time", "7")) == ["OK"]
 
 
 async def test_same_status_records_branch_progress_only(client: Client) -> None:
@@ -184,6 +205,16 @@ async def test_store_maps_stale_with_the_current_status(store: RedisStore, clien
         await store.transition(Change("g1", TransStatus.SUBMITTED, TransStatus.SUCCEED, T0))
 
     assert caught.value.current == "aborting"
+
+
+async def test_store_maps_fenced_with_the_current_epoch(store: RedisStore, client: Client) -> None:
+    await seed(client, "g1", fields_of("g1", "submitted", epoch="2"), records(1), due=DUE_AT)
+    change = Change("g1", TransStatus.SUBMITTED, TransStatus.SUBMITTED, T0 + 1, epoch=1, held_until_ms=T0 + 9)
+
+    with pytest.raises(Fenced) as caught:
+        await store.transition(change)
+
+    assert caught.value.current == "2"
 
 
 async def test_store_maps_not_found(store: RedisStore) -> None:

@@ -132,7 +132,7 @@ async def test_one_file_in_wal_mode_with_full_sync_and_foreign_keys(tmp_path: Pa
 
         # synchronous 2 = FULL: a commit is fsynced before the caller hears of it.
         assert await store.db.read(settings) == ["wal", 2, 1]
-        assert await store.db.read(lambda conn: conn.execute("SELECT version FROM schema_version").fetchall()) == [(1,)]
+        assert await store.db.read(lambda conn: conn.execute("SELECT version FROM schema_version").fetchall()) == [(2,)]
         assert store.shards == 1
         assert (tmp_path / "new" / "dir" / "fastdtm.db.lock").read_text().strip() == str(os.getpid())
     finally:
@@ -394,8 +394,31 @@ async def test_a_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE schema_version SET version = 99")
     conn.close()
-    with pytest.raises(StoreUnavailable, match="schema version 99; this fastdtm reads 1"):
+    with pytest.raises(StoreUnavailable, match="schema version 99; this fastdtm reads 2"):
         await EmbeddedStore.open(str(path), 1000)
     # A refused open keeps no lock: trying again meets the same problem, not StoreInUse.
     with pytest.raises(StoreUnavailable, match="schema version 99"):
         await EmbeddedStore.open(str(path), 1000)
+
+
+async def test_a_version_1_file_is_upgraded_in_place_and_keeps_its_transactions(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    now = wall_ms()
+    store = await EmbeddedStore.open(str(path), 60_000)
+    await store.create(trans("g1", now), saga_branches(now, 1))
+    await store.close()
+    # What a version-1 file is: the trans table without the hold's columns (version 2 added them).
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE trans DROP COLUMN epoch")
+        conn.execute("ALTER TABLE trans DROP COLUMN held_until")
+        conn.execute("UPDATE schema_version SET version = 1")
+    conn.close()
+
+    store = await EmbeddedStore.open(str(path), 60_000)
+    try:
+        claim = await store.take("g1", now, now + 5_000)
+        assert claim is not None and (claim.trans.gid, claim.epoch) == ("g1", 1)
+        version = await store.db.read(lambda conn: conn.execute("SELECT version FROM schema_version").fetchone())
+        assert version == (2,)
+    finally:
+        await store.close()

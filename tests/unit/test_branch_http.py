@@ -25,7 +25,7 @@ from urllib.parse import urlencode
 import pytest
 import uvloop
 
-from fastdtm.branch_http import BranchHttpError, HttpClient, encode_request, parse_url
+from fastdtm.branch_http import BranchHttpError, HttpClient, NotSent, encode_request, parse_url
 from fastdtm.invoker import Invoker, branch_url, call_headers
 from fastdtm.kinds.base import Call
 from fastdtm.models import Options, Transaction
@@ -535,6 +535,58 @@ def test_headers_are_sent_once_and_branch_headers_may_replace_content_type(run: 
             assert seen.header("content-length") == ["3"]  # framing is the client's, never a caller's
             assert seen.header("host") == [server.url("").removeprefix("http://")]
             assert seen.header("connection") == ["keep-alive"]
+
+    run(main())
+
+
+# ----------------------------------------------------------------------------- send deadline
+
+
+def test_a_passed_send_deadline_sends_nothing_and_keeps_the_connection(run: Run) -> None:
+    async def main() -> None:
+        async with RawServer(answer_ok) as server, client() as http:
+            assert await get(http, server.url("/warm")) == (200, b"ok /warm")  # a pooled connection
+
+            with pytest.raises(NotSent):
+                await http.request("POST", server.url("/late"), {}, b"{}", 3.0, send_by=time.monotonic())
+            # Not made at all: neither on the pooled connection nor a new one, which stays usable.
+            assert [seen.target for seen in server.seen] == ["/warm"]
+            ok = await http.request("GET", server.url("/next"), {}, None, 3.0, send_by=time.monotonic() + 5)
+            assert ok == (200, b"ok /next")
+            assert server.connections == 1
+
+    run(main())
+
+
+def test_a_send_deadline_that_passes_while_connecting_sends_nothing(run: Run) -> None:
+    async def main() -> None:
+        async with RawServer(answer_ok) as server, client() as http:
+            # A deadline that the connection set-up (tens of microseconds at least) outlives.
+            with pytest.raises(NotSent):
+                await http.request("GET", server.url("/late"), {}, None, 3.0, send_by=time.monotonic() + 1e-6)
+            assert server.seen == []
+            # The connection it made is pooled: the call made again goes out on it.
+            assert await get(http, server.url("/again")) == (200, b"ok /again")
+            assert server.connections == 1
+
+    run(main())
+
+
+def test_no_redirect_is_followed_past_the_send_deadline(run: Run) -> None:
+    async def slow_redirect(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        if seen.target == "/from":
+            await asyncio.sleep(0.2)
+            writer.write(reply(b"", "307 Temporary Redirect", "Location: /to\r\n"))
+        else:
+            writer.write(reply(b"moved"))
+        return True
+
+    async def main() -> None:
+        async with RawServer(slow_redirect) as server, client() as http:
+            send_by = time.monotonic() + 0.1
+            with pytest.raises(NotSent):
+                await http.request("GET", server.url("/from"), {}, None, 3.0, send_by=send_by)
+            assert [seen.target for seen in server.seen] == ["/from"]
 
     run(main())
 

@@ -267,46 +267,6 @@ async def finished_data_expires_and_the_gid_can_come_back(subject: Subject) -> N
         assert await listed(store) == ["g1"]
 
 
-async def promote_submits_a_prepared_one_and_reads_it_back(subject: Subject) -> None:
-    now = wall_ms()
-    branches = saga_branches(now, 2)
-    async with subject.open() as store:
-        await store.create(trans("g1", now, TransStatus.PREPARED, TransType.MSG, next_cron_ms=now + 100), branches)
-        change = Change(
-            "g1",
-            TransStatus.PREPARED,
-            TransStatus.SUBMITTED,
-            now + 5,
-            fields={"custom_data": '{"delay":1}'},
-            next_cron_ms=now + 500,
-            interval_ms=400,
-        )
-
-        promoted = await store.promote(change)
-
-        assert promoted == await store.load("g1")
-        stored, stored_branches = promoted
-        assert (stored.status, stored.update_ms, stored.next_cron_ms) == ("submitted", now + 5, now + 500)
-        assert (stored.custom_data, stored.next_cron_interval_ms) == ('{"delay":1}', 400)
-        assert stored_branches == [as_loaded(b) for b in branches]
-
-
-async def promote_refuses_anything_but_prepared_and_writes_nothing(subject: Subject) -> None:
-    now = wall_ms()
-    async with subject.open() as store:
-        await store.create(trans("g1", now), saga_branches(now, 1))
-        before = await snapshot(store, "g1", "g2")
-        change = Change("g1", TransStatus.PREPARED, TransStatus.SUBMITTED, now + 5, next_cron_ms=now, interval_ms=1)
-
-        with pytest.raises(Stale) as caught:
-            await store.promote(change)
-        with pytest.raises(TransNotFound):
-            await store.promote(replace(change, gid="g2"))
-
-        assert caught.value.current == "submitted"
-        assert await snapshot(store, "g1", "g2") == before
-
-
 CHECKS = (
     create_then_exists_keeps_the_first,
     load_round_trips_every_field,
@@ -321,6 +281,4 @@ CHECKS = (
     touch_moves_an_unfinished_schedule,
     forget_unschedules,
     finished_data_expires_and_the_gid_can_come_back,
-    promote_submits_a_prepared_one_and_reads_it_back,
-    promote_refuses_anything_but_prepared_and_writes_nothing,
 )
