@@ -124,28 +124,28 @@ class Engine:
         make it read early."""
         return sent + (held_until_ms - sent_ms - self.skew_ms) / 1000
 
-    async def run(self, claim: Claim, *, stored: asyncio.Future[None] | None = None) -> RoundResult:
+    async def run(
+        self, claim: Claim, *, stored: asyncio.Future[None] | None = None, entered: bool = False
+    ) -> RoundResult:
         """One round on a claimed transaction; none if this node already runs one for the gid.
 
         claim.epoch == 0: the transaction is not in the store yet (see `start`); `stored`, if given,
-        resolves once it is, or fails with whatever kept it from being stored.
+        resolves once it is, or fails with whatever kept it from being stored. entered=True: the caller
+        has marked the gid active already, and unmarks it.
         """
         gid = claim.trans.gid
-        if gid in self._active:
-            return RoundResult(claim.trans, completed=False)
-        self._enter(gid)
-        try:
-            return await self._round(claim, stored)
-        finally:
-            self._leave(gid)
-
-    async def _round(self, claim: Claim, stored: asyncio.Future[None] | None = None) -> RoundResult:
+        if not entered:
+            if gid in self._active:
+                return RoundResult(claim.trans, completed=False)
+            self._enter(gid)
         ok = False
         try:
             result = await _Runner(self, claim, stored).run()
             ok = result.completed and result.last_error is None  # DTM's: no error; ONGOING counts as fail
             return result
         finally:
+            if not entered:
+                self._leave(gid)
             trans = claim.trans
             self.metrics.round_done(trans.trans_type, ok, (self.clock.now_ms() - trans.create_ms) / 1000)
 
@@ -216,7 +216,7 @@ class Engine:
                 claim = await self.take(gid)
             except Held:
                 return None
-            return None if claim is None else await self._round(claim)
+            return None if claim is None else await self.run(claim, entered=True)
         finally:
             self._leave(gid)
 
@@ -301,8 +301,8 @@ class _Runner:
             remote = self._finish_local(step)
             if step.start and not remote and not self.tasks:
                 continue  # only I/O-free progress: decide again before writing anything
-            if remote:
-                await self._before_calls(step.record_first)
+            if remote and self._must_write_first(step.record_first):
+                await self._write_before_calls(step.record_first)
             if len(remote) == 1 and not self.tasks:
                 # The usual case (a sequential saga, a two-phase commit): one call, nothing else
                 # running, so await it here rather than through a task and asyncio.wait.
@@ -316,15 +316,21 @@ class _Runner:
             await self._flush(final=True)
         return True
 
-    async def _before_calls(self, record_first: bool) -> None:
-        """Before calls go out: the transaction is stored, the results they depend on are, and the round
-        still holds it.
+    def _must_write_first(self, record_first: bool) -> bool:
+        """Whether calls may go out only after a write: the transaction is not stored yet, results they
+        depend on are not, or the round is past its fence (it may have lost the transaction).
 
         Results otherwise wait for the round's next write (a status change, a pause, its end); a round
         that has not written for PROGRESS_WRITE_MS writes them before calling on (/query shows its
-        progress, a crash re-runs little), and so does one whose step needs them recorded first. Past
-        the fence, a write proves the hold (it names the epoch) and extends it.
+        progress, a crash re-runs little), and so does one whose step needs them recorded first.
         """
+        if not self.epoch or time.monotonic() >= self.fence:
+            return True
+        return bool(self.pending) and (record_first or self._progress_is_old())
+
+    async def _write_before_calls(self, record_first: bool) -> None:
+        """The write `_must_write_first` asks for; past the fence it proves the hold (it names the epoch)
+        and extends it, again if even its reply came after the new fence."""
         if not self.epoch or (self.pending and (record_first or self._progress_is_old())):
             await self._flush()
         for _ in range(HOLD_PROOF_ATTEMPTS):
@@ -470,9 +476,9 @@ class _Runner:
     async def _write(self, change: Change) -> None:
         """One script: the change as a transition, or the transaction's `create` in its changed state."""
         trans = self.rnd.trans
-        # Measured before the write goes out: its reply, however late, says nothing about how long ago
-        # the hold it sets began.
-        sent, sent_ms = time.monotonic(), self.engine.clock.now_ms()
+        # Measured as the write goes out (change.now_ms was read just before, with no await in between):
+        # its reply, however late, says nothing about how long ago the hold it sets began.
+        sent = time.monotonic()
         if self.epoch:
             if change.status is not trans.status:
                 trans = trans.with_status(change.status, change.now_ms, change.rollback_reason)
@@ -496,7 +502,7 @@ class _Runner:
             if self.stored is not None:
                 self.stored.set_result(None)
         held_until = change.held_until_ms
-        self.fence = self.engine.fence(sent, sent_ms, held_until) if held_until else -math.inf
+        self.fence = self.engine.fence(sent, change.now_ms, held_until) if held_until else -math.inf
         self.rnd.trans = trans
         self.pending.clear()
         self.schedule.dirty = False

@@ -28,7 +28,7 @@ import redis
 
 from fastdtm.cron import rendezvous_owner
 from fastdtm.sharding import Keys
-from tests.support.bank import Bank
+from tests.support.bank import Bank, transfer
 from tests.support.busi import BusiServer, Call, Reply
 from tests.support.node import FastdtmNode, NodeFactory, wait_status
 from tests.support.redis_servers import RedisTarget
@@ -81,20 +81,6 @@ def two_nodes(
         assert time.monotonic() < deadline, "node-b never held the gid's shard beside a live node-a"
         time.sleep(0.05)
     return a, b
-
-
-def transfer(busi: BusiServer, gid: str, **options: Any) -> dict[str, Any]:
-    """A saga moving 30 from alice (TransOut) to bob (TransIn), as the SDKs send it."""
-    return {
-        "gid": gid,
-        "trans_type": "saga",
-        "steps": [
-            {"action": busi.url("/TransOut"), "compensate": busi.url("/TransOutRevert")},
-            {"action": busi.url("/TransIn"), "compensate": busi.url("/TransInRevert")},
-        ],
-        "payloads": ['{"amount": 30}', '{"amount": 30}'],
-        **options,
-    }
 
 
 def post(node: FastdtmNode, path: str, body: dict[str, Any]) -> httpx.Response:

@@ -15,12 +15,27 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .busi import BusiServer, Call, Reply
 
 #: path -> (account, sign of the amount) of the saga's actions; compensations undo them.
 ACTIONS = {"/TransOut": ("alice", -1), "/TransIn": ("bob", +1)}
 COMPENSATIONS = {"/TransOutRevert": "/TransOut", "/TransInRevert": "/TransIn"}
+
+
+def transfer(busi: BusiServer, gid: str, **options: Any) -> dict[str, Any]:
+    """The submit body of a saga moving 30 from alice (TransOut) to bob (TransIn), as the SDKs send it."""
+    return {
+        "gid": gid,
+        "trans_type": "saga",
+        "steps": [
+            {"action": busi.url("/TransOut"), "compensate": busi.url("/TransOutRevert")},
+            {"action": busi.url("/TransIn"), "compensate": busi.url("/TransInRevert")},
+        ],
+        "payloads": ['{"amount": 30}', '{"amount": 30}'],
+        **options,
+    }
 
 
 @dataclass

@@ -23,6 +23,7 @@ from fastdtm.models import Transaction, TransRequest
 from fastdtm.service import Service
 from fastdtm.store.base import Change, Store
 from fastdtm.store.embedded import EmbeddedStore
+from tests.support.bank import transfer
 from tests.support.busi import BusiServer, Reply
 
 POLICY = Policy(retry_interval_ms=500, timeout_to_fail_ms=35_000)
@@ -81,18 +82,7 @@ async def http() -> AsyncIterator[HttpClient]:
 
 
 def saga(busi: BusiServer, gid: str) -> TransRequest:
-    return TransRequest.parse(
-        {
-            "gid": gid,
-            "trans_type": "saga",
-            "steps": [
-                {"action": busi.url("/TransOut"), "compensate": busi.url("/TransOutRevert")},
-                {"action": busi.url("/TransIn"), "compensate": busi.url("/TransInRevert")},
-            ],
-            "payloads": ['{"amount": 30}', '{"amount": 30}'],
-            "wait_result": True,
-        }
-    )
+    return TransRequest.parse(transfer(busi, gid, wait_result=True))
 
 
 def service_on(store: Store, invoker: Invoker, metrics: Metrics) -> Service:
