@@ -12,8 +12,9 @@ when the round must write anyway: before the first branch call goes out, or when
 saga whose branches all need no I/O is stored once, already finished, by one script.
 
 A round acts only on a transaction it holds (`lua/take.lua`): its `create`, a `take` (the cron, a repeated
-submit or abort) or a `take_over` (the submit or abort of a prepared one) gives it an epoch and a hold until
-a given time; each of its writes names the epoch (refused once another round took the transaction) and
+submit or abort) or a `take_over` (the submit or abort of a prepared one) records its token as the holder,
+with a hold until a given time; each of its writes names the token (refused once another round took the
+transaction) and
 moves the hold's end. No branch call is sent after the hold's `fence`: the hold's end as this node's clock
 reads it, counted from when the write that set it was *sent* (its reply may come late), less the clock skew
 allowed between nodes. Past it the round proves it still holds the transaction with one write (which also
@@ -27,8 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import itertools
 import logging
 import math
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -61,14 +64,15 @@ HOLD_PROOF_ATTEMPTS = 3
 
 @dataclass(slots=True)
 class Claim:
-    """A transaction a round may act on: as read when it was taken, the epoch its writes name (0: not
-    stored yet, its first write is the `create`), and `fence`, the `time.monotonic()` after which no
-    branch call is sent without proving the hold again."""
+    """A transaction a round may act on: as read when it was taken, the token its writes name, and
+    `fence`, the `time.monotonic()` after which no branch call is sent without proving the hold again.
+    created=False: not stored yet, the round's first write is its `create`."""
 
     trans: Transaction
     branches: list[Branch]
-    epoch: int = 0
+    holder: str
     fence: float = -math.inf
+    created: bool = True
 
 
 @dataclass(slots=True)
@@ -107,6 +111,8 @@ class Engine:
         self.clock = clock
         #: How far another node's clock may run ahead of this one's: a hold ends this much sooner here.
         self.skew_ms = max_clock_skew_ms
+        self._holder_prefix = f"{secrets.token_hex(6)}."
+        self._holders = itertools.count(1)
         #: gids with a round running on this node: the cron does not start a second one here.
         self._active: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
@@ -129,7 +135,7 @@ class Engine:
     ) -> RoundResult:
         """One round on a claimed transaction; none if this node already runs one for the gid.
 
-        claim.epoch == 0: the transaction is not in the store yet (see `start`); `stored`, if given,
+        claim.created=False: the transaction is not in the store yet (see `start`); `stored`, if given,
         resolves once it is, or fails with whatever kept it from being stored. entered=True: the caller
         has marked the gid active already, and unmarks it.
         """
@@ -170,10 +176,11 @@ class Engine:
             if existing is not None:
                 raise AlreadyExists(existing)
             return RoundResult(trans, completed=False) if wait else None
+        claim = Claim(trans, branches, self.new_holder(), created=False)
         if wait:
-            return await self.run(Claim(trans, branches))
+            return await self.run(claim)
         stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.spawn(Claim(trans, branches), stored=stored)
+        self.spawn(claim, stored=stored)
         await stored
         return None
 
@@ -192,18 +199,25 @@ class Engine:
     async def take(self, gid: str) -> Claim | None:
         """Take a transaction no round holds, for one retry interval; None if absent or finished.
         Raises Held if another round holds it."""
+        holder = self.new_holder()
         sent, now = time.monotonic(), self.clock.now_ms()
-        taken = await self.store.take(gid, now, now + self.hold_ms(self.policy.retry_interval_ms))
-        return None if taken is None else self._claim(taken, sent, now)
+        taken = await self.store.take(gid, now, now + self.hold_ms(self.policy.retry_interval_ms), holder)
+        return None if taken is None else self._claim(taken, holder, sent, now)
 
     async def take_over(self, change: Change) -> Claim:
         """The status change that hands a prepared transaction to a new round (see Store.take_over)."""
+        holder = self.new_holder()
         sent, now = time.monotonic(), self.clock.now_ms()
-        return self._claim(await self.store.take_over(change), sent, now)
+        return self._claim(await self.store.take_over(change, holder), holder, sent, now)
 
-    def _claim(self, taken: Taken, sent: float, sent_ms: int) -> Claim:
+    def _claim(self, taken: Taken, holder: str, sent: float, sent_ms: int) -> Claim:
         fence = self.fence(sent, sent_ms, taken.held_until_ms)
-        return Claim(taken.trans, taken.branches, taken.epoch, fence)
+        return Claim(taken.trans, taken.branches, holder, fence)
+
+    def new_holder(self) -> str:
+        """A token no other round has: this engine's random prefix and a counter (unique, unlike a
+        counter kept in the store, even when a failover loses the write that recorded the last one)."""
+        return f"{self._holder_prefix}{next(self._holders):x}"
 
     async def advance(self, gid: str) -> RoundResult | None:
         """Take and run one round (the cron's entry point, and a repeated submit's or abort's); None if
@@ -256,8 +270,10 @@ class _Runner:
     def __init__(self, engine: Engine, claim: Claim, stored: asyncio.Future[None] | None = None) -> None:
         self.engine = engine
         trans = claim.trans
-        #: The epoch every write names; 0 until the transaction is in the store (the first write is its `create`).
-        self.epoch = claim.epoch
+        #: The token every write names.
+        self.holder = claim.holder
+        #: False until the transaction is in the store: the first write is then its `create`.
+        self.created = claim.created
         #: time.monotonic() after which the hold must be proved again before a call (Engine.fence).
         self.fence = claim.fence
         self.stored = stored
@@ -312,7 +328,7 @@ class _Runner:
             if not self.tasks:
                 break
             await self._wait_one()
-        if self.pending or self.schedule.dirty or not self.epoch:
+        if self.pending or self.schedule.dirty or not self.created:
             await self._flush(final=True)
         return True
 
@@ -324,14 +340,14 @@ class _Runner:
         that has not written for PROGRESS_WRITE_MS writes them before calling on (/query shows its
         progress, a crash re-runs little), and so does one whose step needs them recorded first.
         """
-        if not self.epoch or time.monotonic() >= self.fence:
+        if not self.created or time.monotonic() >= self.fence:
             return True
         return bool(self.pending) and (record_first or self._progress_is_old())
 
     async def _write_before_calls(self, record_first: bool) -> None:
-        """The write `_must_write_first` asks for; past the fence it proves the hold (it names the epoch)
+        """The write `_must_write_first` asks for; past the fence it proves the hold (it names the token)
         and extends it, again if even its reply came after the new fence."""
-        if not self.epoch or (self.pending and (record_first or self._progress_is_old())):
+        if not self.created or (self.pending and (record_first or self._progress_is_old())):
             await self._flush()
         for _ in range(HOLD_PROOF_ATTEMPTS):
             if time.monotonic() < self.fence:
@@ -441,7 +457,7 @@ class _Runner:
                 rollback_reason=reason,
                 next_cron_ms=held_until or now + interval,
                 interval_ms=interval,
-                epoch=self.epoch,
+                holder=self.holder,
                 held_until_ms=held_until,
             )
         )
@@ -468,7 +484,7 @@ class _Runner:
                 branches=dict(self.pending),
                 next_cron_ms=next_cron,
                 interval_ms=schedule.interval_ms,
-                epoch=self.epoch,
+                holder=self.holder,
                 held_until_ms=held_until,
             )
         )
@@ -479,7 +495,7 @@ class _Runner:
         # Measured as the write goes out (change.now_ms was read just before, with no await in between):
         # its reply, however late, says nothing about how long ago the hold it sets began.
         sent = time.monotonic()
-        if self.epoch:
+        if self.created:
             if change.status is not trans.status:
                 trans = trans.with_status(change.status, change.now_ms, change.rollback_reason)
             await self.engine.store.transition(change)
@@ -488,7 +504,8 @@ class _Runner:
             schedule = (change.next_cron_ms, change.interval_ms)
             trans = trans.with_status(change.status, change.now_ms, change.rollback_reason, schedule=schedule)
             try:
-                existing = await self.engine.store.create(trans, self.rnd.branches, held=change.held_until_ms > 0)
+                holder = self.holder if change.held_until_ms else ""
+                existing = await self.engine.store.create(trans, self.rnd.branches, holder=holder)
                 if existing is not None:
                     raise AlreadyExists(existing)
             except BaseException as exc:
@@ -498,7 +515,7 @@ class _Runner:
                     else:
                         self.stored.set_exception(exc)
                 raise
-            self.epoch = 1  # a created transaction's first round (Store.create with held)
+            self.created = True
             if self.stored is not None:
                 self.stored.set_result(None)
         held_until = change.held_until_ms

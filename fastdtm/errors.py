@@ -95,10 +95,10 @@ class Stale(StoreError):
 
 
 class Fenced(StoreError):
-    """A round's write was refused: another round took the transaction since (its epoch is `current`)."""
+    """A round's write was refused: another round took the transaction since (`current` is its token)."""
 
     def __init__(self, current: str) -> None:
-        super().__init__(f"another round took the transaction over (epoch {current})")
+        super().__init__(f"another round took the transaction over (holder '{current}')")
         self.current = current
 
 

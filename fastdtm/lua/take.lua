@@ -1,8 +1,10 @@
 -- take: a round takes a transaction that no other round holds, and reads it, in one call.
--- A hold is a round's exclusive right to act on a transaction: the hash field `epoch` counts the rounds
--- that took it (every write of a round names its epoch, so a round that was taken over can write nothing),
--- and `held_until` (ms, 0 = free) is when the hold ends unless the round's next write extends it. A round
--- sends no branch call after its hold ends (engine.py); a take before then finds the transaction held.
+-- A hold is a round's exclusive right to act on a transaction: the hash field `holder` is the token of
+-- the round that took it last (every write of a round names its token, so a round that was taken over
+-- can write nothing), and `held_until` (ms, 0 = free) is when the hold ends unless the round's next write
+-- extends it. A round sends no branch call after its hold ends (engine.py); a take before then finds the
+-- transaction held. Tokens are unique, not counters: a take lost in a failover cannot be repeated by
+-- another round with the same token.
 -- The cron takes what `claim_due` returned; a repeated submit or abort takes it to run a round at once.
 -- KEYS[1] -> <prefix>:{t}:g:<gid>   the transaction hash
 -- KEYS[2] -> <prefix>:{t}:b:<gid>   the branch list
@@ -11,7 +13,8 @@
 -- ARGV[2] -> now_ms: a hold that ends after it is another round's
 -- ARGV[3] -> held_until_ms: the new hold's end, also the transaction's schedule (a crashed round is
 --            retried then)
--- Returns: {"OK", epoch, flat field/value list of the hash, branch records list, held_until_ms}
+-- ARGV[4] -> the new round's token
+-- Returns: {"OK", flat field/value list of the hash, branch records list, held_until_ms}
 --        | {"HELD", held_until_ms} | {"FINISHED", status} | {"NOT_FOUND"}
 -- FINISHED and NOT_FOUND also drop the gid from the due index: there is nothing left to schedule.
 local gid = ARGV[1]
@@ -32,7 +35,6 @@ if held and tonumber(held) > now_ms then
   return {'HELD', held}
 end
 
-local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
-redis.call('HSET', KEYS[1], 'held_until', held_until_ms)
+redis.call('HSET', KEYS[1], 'holder', ARGV[4], 'held_until', held_until_ms)
 redis.call('ZADD', KEYS[3], held_until_ms, gid)
-return {'OK', epoch, redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1), held_until_ms}
+return {'OK', redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1), held_until_ms}

@@ -1,7 +1,7 @@
 -- take_over: a status change that hands the transaction to a new round, which reads it back, in one call.
 -- The submit of a prepared transaction (prepared -> submitted) and the abort of a prepared tcc/xa
 -- (prepared -> aborting): the new status fences every round that held the old one (their writes expect
--- it), so the new round takes the transaction whatever its hold (see take.lua): a new epoch, held until
+-- it), so the new round takes the transaction whatever its hold (see take.lua): its token, held until
 -- its schedule. One call instead of a transition and a load.
 -- KEYS[1] -> <prefix>:{t}:g:<gid>   the transaction hash
 -- KEYS[2] -> <prefix>:{t}:b:<gid>   the branch list
@@ -10,8 +10,9 @@
 -- ARGV[2] -> expected current status
 -- ARGV[3] -> new status
 -- ARGV[4] -> next_cron_ms: the schedule, and the end of the new round's hold
--- ARGV[5 ..] -> field, value, ... to set besides the status (update_time, next_cron_interval, ...)
--- Returns: {"OK", epoch, flat field/value list of the hash, branch records list, next_cron_ms}
+-- ARGV[5] -> the new round's token
+-- ARGV[6 ..] -> field, value, ... to set besides the status (update_time, next_cron_interval, ...)
+-- Returns: {"OK", flat field/value list of the hash, branch records list, next_cron_ms}
 --        | {"STALE", current_status} | {"NOT_FOUND"}
 local gid = ARGV[1]
 local next_cron_ms = ARGV[4]
@@ -24,7 +25,6 @@ if current ~= ARGV[2] then
   return {'STALE', current}
 end
 -- A status change sets a handful of fields: far below unpack()'s limit.
-redis.call('HSET', KEYS[1], 'status', ARGV[3], 'held_until', next_cron_ms, unpack(ARGV, 5))
-local epoch = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+redis.call('HSET', KEYS[1], 'status', ARGV[3], 'holder', ARGV[5], 'held_until', next_cron_ms, unpack(ARGV, 6))
 redis.call('ZADD', KEYS[3], next_cron_ms, gid)
-return {'OK', epoch, redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1), next_cron_ms}
+return {'OK', redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1), next_cron_ms}

@@ -10,16 +10,16 @@
 -- ARGV[3] -> new status (may equal the expected one)
 -- ARGV[4] -> next_cron_ms to schedule, "" to leave the schedule alone, "-" to drop it (finished)
 -- ARGV[5] -> expire_at_ms when the transaction finishes, else ""
--- ARGV[6] -> the epoch of the round that writes, "" for a write that is not a round's (an operator's, an
---            API call's): a round whose epoch is no longer the stored one lost the transaction to another
+-- ARGV[6] -> the hold token of the round that writes, "" for a write that is not a round's (an operator's,
+--            an API call's): a round whose token is no longer the stored holder lost the transaction
 -- ARGV[7 ..] -> field, value, ... to set (a round's writes include held_until, see take.lua)
--- Returns: {"OK"} | {"STALE", current_status} | {"FENCED", current_epoch} | {"NOT_FOUND"}
+-- Returns: {"OK"} | {"STALE", current_status} | {"FENCED", current_holder} | {"NOT_FOUND"}
 local gid = ARGV[1]
 local expected = ARGV[2]
 local new_status = ARGV[3]
 local next_cron_ms = ARGV[4]
 local expire_at_ms = ARGV[5]
-local epoch = ARGV[6] or ''
+local holder = ARGV[6] or ''
 
 -- Lua's unpack() is bounded by the C stack (about 8000 values): write long argument runs in chunks,
 -- so a large transaction can never fail halfway through its writes.
@@ -30,16 +30,16 @@ local function each_chunk(from, to, write)
   end
 end
 
-local current, current_epoch = unpack(redis.call('HMGET', KEYS[1], 'status', 'epoch'))
+local current, current_holder = unpack(redis.call('HMGET', KEYS[1], 'status', 'holder'))
 if not current then
   return {'NOT_FOUND'}
 end
 if current ~= expected then
   return {'STALE', current}
 end
-current_epoch = current_epoch or '0'
-if epoch ~= '' and current_epoch ~= epoch then
-  return {'FENCED', current_epoch}
+current_holder = current_holder or ''
+if holder ~= '' and current_holder ~= holder then
+  return {'FENCED', current_holder}
 end
 
 if new_status ~= expected then

@@ -4,8 +4,8 @@ Every method that changes a transaction is one atomic compare-and-set (one Lua s
 nothing reads, decides in Python and writes back.
 
 A round holds the transaction it acts on (see `lua/take.lua`): `take`, `take_over` and a round's `create`
-give it an epoch and a hold; each of its writes names the epoch (refused with `Fenced` once another round
-took the transaction) and moves the hold's end.
+record its token as the holder, with the hold's end; each of its writes names the token (refused with
+`Fenced` once another round took the transaction) and moves the hold's end.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ class Change:
     #: New schedule; None leaves it as it is. Ignored when `status` is finished.
     next_cron_ms: int | None = None
     interval_ms: int | None = None
-    #: A round's write: the epoch its round took the transaction with (0: not a round's write, unchecked).
-    epoch: int = 0
+    #: A round's write: its round's hold token ("": not a round's write, not checked).
+    holder: str = ""
     #: A round's write: when its hold ends from now on (0: released, the round is over).
     held_until_ms: int = 0
 
@@ -64,11 +64,10 @@ def check_take_over(change: Change) -> int:
 
 @record
 class Taken:
-    """A transaction a round has just taken: its state, and the epoch each of the round's writes names."""
+    """A transaction a round has just taken, as stored."""
 
     trans: Transaction
     branches: list[Branch]
-    epoch: int
     #: The hold's end (ms): the round sends no branch call after it unless a write extends it.
     held_until_ms: int
 
@@ -94,28 +93,28 @@ class ListPage:
 class Store(Protocol):
     shards: int
 
-    async def create(self, trans: Transaction, branches: Sequence[Branch], *, held: bool = False) -> TransStatus | None:
+    async def create(self, trans: Transaction, branches: Sequence[Branch], *, holder: str = "") -> TransStatus | None:
         """Insert if the gid is absent: None when created, else the stored status.
 
-        held=True: the creating round holds it (epoch 1) until its `next_cron_ms`."""
+        holder: the token of the creating round, which holds it until its `next_cron_ms`."""
         ...
 
     async def load(self, gid: str) -> tuple[Transaction, list[Branch]] | None: ...
 
     async def transition(self, change: Change) -> None:
-        """Apply a change if the status is still `change.expected` (and, for a round's write, the epoch
-        `change.epoch`); raises Stale / Fenced / TransNotFound."""
+        """Apply a change if the status is still `change.expected` (and, for a round's write, the holder
+        `change.holder`); raises Stale / Fenced / TransNotFound."""
         ...
 
-    async def take(self, gid: str, now_ms: int, held_until_ms: int) -> Taken | None:
-        """Hold an unfinished transaction for a new round until `held_until_ms` (also its schedule) and read
-        it; raises Held if another round's hold ends after `now_ms`. None: absent or finished (no longer
-        scheduled)."""
+    async def take(self, gid: str, now_ms: int, held_until_ms: int, holder: str) -> Taken | None:
+        """Hold an unfinished transaction for the round `holder` until `held_until_ms` (also its schedule)
+        and read it; raises Held if another round's hold ends after `now_ms`. None: absent or finished (no
+        longer scheduled)."""
         ...
 
-    async def take_over(self, change: Change) -> Taken:
+    async def take_over(self, change: Change, holder: str) -> Taken:
         """`change` (prepared -> submitted or aborting, with a schedule) as a transition that hands the
-        transaction to a new round, held until the schedule, read back atomically; raises Stale /
+        transaction to the round `holder`, held until the schedule, read back atomically; raises Stale /
         TransNotFound having written nothing."""
         ...
 

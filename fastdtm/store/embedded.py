@@ -70,10 +70,10 @@ class EmbeddedStore:
         if self.metrics is not None:
             self.metrics.store_call(name)
 
-    async def create(self, trans: Transaction, branches: Sequence[Branch], *, held: bool = False) -> TransStatus | None:
+    async def create(self, trans: Transaction, branches: Sequence[Branch], *, holder: str = "") -> TransStatus | None:
         self._count("create")
         expire_at = trans.update_ms + self.finished_ttl_ms if trans.status in TERMINAL else None
-        reply = await self.db.write(sql.create, trans, branches, expire_at, self.clock.now_ms(), held)
+        reply = await self.db.write(sql.create, trans, branches, expire_at, self.clock.now_ms(), holder)
         if reply[0] == "DUPLICATE":
             raise Refused(f"branch {reply[1].removeprefix('u:')} appears twice in '{trans.gid}' (UniqueKeyConflict)")
         return None if reply[0] == "CREATED" else TransStatus(reply[1])
@@ -88,13 +88,13 @@ class EmbeddedStore:
         reply = await self.db.write(sql.transition, change, expire_at, self.clock.now_ms())
         raise_for(reply, change.gid)
 
-    async def take(self, gid: str, now_ms: int, held_until_ms: int) -> Taken | None:
+    async def take(self, gid: str, now_ms: int, held_until_ms: int, holder: str) -> Taken | None:
         self._count("take")
-        return await self.db.write(sql.take, gid, now_ms, held_until_ms, self.clock.now_ms())
+        return await self.db.write(sql.take, gid, now_ms, held_until_ms, holder, self.clock.now_ms())
 
-    async def take_over(self, change: Change) -> Taken:
+    async def take_over(self, change: Change, holder: str) -> Taken:
         self._count("take_over")
-        return await self.db.write(sql.take_over, change, self.clock.now_ms())
+        return await self.db.write(sql.take_over, change, holder, self.clock.now_ms())
 
     async def register_branches(self, gid: str, trans_type: str, branches: Sequence[Branch], now_ms: int) -> None:
         self._count("register_branch")

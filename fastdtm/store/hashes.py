@@ -46,9 +46,9 @@ def trans_fields(trans: Transaction) -> list[str]:
     return out
 
 
-def hold_fields(epoch: int, held_until_ms: int) -> list[str]:
-    """The fields of a round's hold (lua/take.lua): its epoch and when the hold ends (0 = released)."""
-    return ["epoch", str(epoch), "held_until", str(held_until_ms)]
+def hold_fields(holder: str, held_until_ms: int) -> list[str]:
+    """The fields of a round's hold (lua/take.lua): its token and when the hold ends (0 = released)."""
+    return ["holder", holder, "held_until", str(held_until_ms)]
 
 
 def branch_record(branch: Branch) -> str:
@@ -75,7 +75,7 @@ def change_fields(change: Change) -> list[str]:
         out += branch_progress(index, branch)
     for name, value in change.fields.items():
         out += [name, value]
-    if change.epoch:
+    if change.holder:
         out += ["held_until", str(change.held_until_ms)]
     return out
 

@@ -83,12 +83,12 @@ class RedisStore:
         except (ReplyError, OSError) as exc:
             raise StoreUnavailable(f"redis: {exc}") from exc
 
-    async def create(self, trans: Transaction, branches: Sequence[Branch], *, held: bool = False) -> TransStatus | None:
+    async def create(self, trans: Transaction, branches: Sequence[Branch], *, holder: str = "") -> TransStatus | None:
         g, b, due, idx, exp = self.keys.of_trans(trans.gid)
         finished = trans.status in TERMINAL
         fields = hashes.trans_fields(trans)
-        if held and not finished:
-            fields += hashes.hold_fields(1, trans.next_cron_ms)
+        if holder and not finished:
+            fields += hashes.hold_fields(holder, trans.next_cron_ms)
         for i, branch in enumerate(branches):
             if branch.status is not branch.status.PREPARED:
                 fields += hashes.branch_progress(i, branch)
@@ -120,23 +120,23 @@ class RedisStore:
         else:
             schedule = "" if change.next_cron_ms is None else change.next_cron_ms
         expire = change.now_ms + self.finished_ttl_ms if finished else ""
-        epoch = change.epoch or ""
-        args = [change.gid, change.expected, change.status, schedule, expire, epoch, *hashes.change_fields(change)]
+        args: list[str | int] = [change.gid, change.expected, change.status, schedule, expire, change.holder]
+        args += hashes.change_fields(change)
         reply = await self._run("transition", [g, b, due, exp], args)
         raise_for(reply, change.gid)
 
-    async def take(self, gid: str, now_ms: int, held_until_ms: int) -> Taken | None:
+    async def take(self, gid: str, now_ms: int, held_until_ms: int, holder: str) -> Taken | None:
         g, b, due, _, _ = self.keys.of_trans(gid)
-        reply = await self._run("take", [g, b, due], [gid, now_ms, held_until_ms])
+        reply = await self._run("take", [g, b, due], [gid, now_ms, held_until_ms, holder])
         if reply[0] in ("FINISHED", "NOT_FOUND"):
             return None
         raise_for(reply, gid)
         return _taken(reply)
 
-    async def take_over(self, change: Change) -> Taken:
+    async def take_over(self, change: Change, holder: str) -> Taken:
         next_cron_ms = check_take_over(change)
         g, b, due, _, _ = self.keys.of_trans(change.gid)
-        args: list[str | int] = [change.gid, change.expected, change.status, next_cron_ms]
+        args: list[str | int] = [change.gid, change.expected, change.status, next_cron_ms, holder]
         args += hashes.change_fields(change)
         reply = await self._run("take_over", [g, b, due], args)
         raise_for(reply, change.gid)
@@ -236,11 +236,11 @@ class RedisStore:
 
 
 def _taken(reply: list[Any]) -> Taken:
-    """{"OK", epoch, hash fields, branch records, held_until_ms} of take / take_over."""
-    fields = hashes.pairs(reply[2])
-    held_until = reply[4]
+    """{"OK", hash fields, branch records, held_until_ms} of take / take_over."""
+    fields = hashes.pairs(reply[1])
+    held_until = reply[3]
     trans = hashes.decode_trans(fields, held_until)
-    return Taken(trans, hashes.decode_branches(fields, reply[3]), int(reply[1]), int(held_until))
+    return Taken(trans, hashes.decode_branches(fields, reply[2]), int(held_until))
 
 
 def _claimed(shard: int, claim: list[str] | BaseException) -> list[str] | None:

@@ -20,7 +20,7 @@ trans           one row per transaction; columns named as the Redis hash fields 
                 column = the field is absent; an absent time reads as 0 either way), plus
                 ``next_cron_time`` (the schedule, Redis's ``due`` score; NULL once finished) and
                 ``expire_at`` (finished data is gone from then on; NULL while unfinished);
-                ``epoch``/``held_until`` are a round's hold (``lua/take.lua``; version 2)
+                ``holder``/``held_until`` are a round's hold (``lua/take.lua``; version 2)
 branch          branch records: ``idx`` = place in the list, UNIQUE (gid, branch_id, op) as DTM's
                 SQL schema; ``status``/``finish_time`` NULL until a result is recorded
 lease           shard -> ``holder`` (``"<node_id> <token>"``) until ``expire_at`` (wall clock)
@@ -68,7 +68,7 @@ CREATE TABLE trans (
     next_cron_interval INTEGER NOT NULL DEFAULT 0,
     next_cron_time     INTEGER,
     expire_at          INTEGER,
-    epoch              INTEGER NOT NULL DEFAULT 0,
+    holder             TEXT,
     held_until         INTEGER NOT NULL DEFAULT 0
 ) STRICT;
 CREATE INDEX trans_due ON trans (next_cron_time, gid) WHERE next_cron_time IS NOT NULL;
@@ -247,7 +247,7 @@ def _configure(conn: sqlite3.Connection) -> None:
 #: version -> the statements that bring a file of that version to the next one.
 UPGRADES: Final = {
     1: (
-        "ALTER TABLE trans ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE trans ADD COLUMN holder TEXT",
         "ALTER TABLE trans ADD COLUMN held_until INTEGER NOT NULL DEFAULT 0",
     ),
 }

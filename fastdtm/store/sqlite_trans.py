@@ -43,11 +43,11 @@ FIELDS: Final = (
     "finish_time",
     "rollback_time",
     "next_cron_interval",
-    "epoch",
+    "holder",
     "held_until",
 )
 INT_FIELDS: Final = frozenset(
-    {"create_time", "update_time", "finish_time", "rollback_time", "next_cron_interval", "epoch", "held_until"}
+    {"create_time", "update_time", "finish_time", "rollback_time", "next_cron_interval", "held_until"}
 )
 #: Fields a transition may overwrite: every column but the key.
 WRITABLE: Final = frozenset(FIELDS) - {"gid"}
@@ -68,7 +68,7 @@ def create(
     branches: Sequence[Branch],
     expire_at: int | None,
     wall_ms: int,
-    held: bool = False,
+    holder: str = "",
 ) -> Reply:
     """create.lua: insert the transaction and its branches if the gid is absent (or its data expired).
 
@@ -83,8 +83,8 @@ def create(
     # A gid may come back after its finished data expired: the old row goes, the new one is live.
     conn.execute("DELETE FROM trans WHERE gid = ?", (trans.gid,))
     flat = hashes.trans_fields(trans)
-    if held and trans.status not in TERMINAL:
-        flat += hashes.hold_fields(1, trans.next_cron_ms)
+    if holder and trans.status not in TERMINAL:
+        flat += hashes.hold_fields(holder, trans.next_cron_ms)
     fields = hashes.pairs(flat)
     _insert(conn, fields, None if trans.status in TERMINAL else trans.next_cron_ms, expire_at)
     conn.executemany(
@@ -106,16 +106,16 @@ def load(conn: sqlite3.Connection, gid: str, wall_ms: int) -> tuple[Transaction,
 
 
 def transition(conn: sqlite3.Connection, change: Change, expire_at: int | None, wall_ms: int) -> Reply:
-    """transition.lua: status (and, for a round's write, epoch) compare-and-set, fields and branch progress,
+    """transition.lua: status (and, for a round's write, holder) compare-and-set, fields and branch progress,
     reschedule or finish."""
-    row = conn.execute(f"SELECT status, epoch FROM trans WHERE gid = ? AND {ALIVE}", (change.gid, wall_ms)).fetchone()
+    row = conn.execute(f"SELECT status, holder FROM trans WHERE gid = ? AND {ALIVE}", (change.gid, wall_ms)).fetchone()
     if row is None:
         return ("NOT_FOUND",)
-    current, epoch = row
+    current, holder = row
     if current != change.expected:
         return ("STALE", current)
-    if change.epoch and epoch != change.epoch:
-        return ("FENCED", str(epoch))
+    if change.holder and holder != change.holder:
+        return ("FENCED", holder or "")
     columns, progress = split_fields(hashes.change_fields(change))
     if change.status is not change.expected:
         columns = {"status": change.status, **columns}
@@ -131,7 +131,9 @@ def transition(conn: sqlite3.Connection, change: Change, expire_at: int | None, 
     return ("OK",)
 
 
-def take(conn: sqlite3.Connection, gid: str, now_ms: int, held_until_ms: int, wall_ms: int) -> Taken | None:
+def take(
+    conn: sqlite3.Connection, gid: str, now_ms: int, held_until_ms: int, holder: str, wall_ms: int
+) -> Taken | None:
     """take.lua: hold an unfinished transaction for a new round and read it; None (and no longer scheduled)
     when absent or finished. A hold that ends after `now_ms` raises Held, having written nothing."""
     row = conn.execute(f"SELECT status, held_until FROM trans WHERE gid = ? AND {ALIVE}", (gid, wall_ms)).fetchone()
@@ -141,30 +143,26 @@ def take(conn: sqlite3.Connection, gid: str, now_ms: int, held_until_ms: int, wa
     if row[1] > now_ms:
         raise Held(row[1])
     conn.execute(
-        "UPDATE trans SET epoch = epoch + 1, held_until = ?, next_cron_time = ? WHERE gid = ?",
-        (held_until_ms, held_until_ms, gid),
+        "UPDATE trans SET holder = ?, held_until = ?, next_cron_time = ? WHERE gid = ?",
+        (holder, held_until_ms, held_until_ms, gid),
     )
     return _taken(conn, gid, wall_ms)
 
 
-def take_over(conn: sqlite3.Connection, change: Change, wall_ms: int) -> Taken:
+def take_over(conn: sqlite3.Connection, change: Change, holder: str, wall_ms: int) -> Taken:
     """take_over.lua: a status change that hands the transaction to a new round, read back in the same SQL
     transaction. A refusal raises (Stale, TransNotFound) here: the SQL transaction rolls back, having written
     nothing."""
     check_take_over(change)
     raise_for(transition(conn, change, None, wall_ms), change.gid)
-    conn.execute(
-        "UPDATE trans SET epoch = epoch + 1, held_until = next_cron_time WHERE gid = ?",
-        (change.gid,),
-    )
+    conn.execute("UPDATE trans SET holder = ?, held_until = next_cron_time WHERE gid = ?", (holder, change.gid))
     return _taken(conn, change.gid, wall_ms)
 
 
 def _taken(conn: sqlite3.Connection, gid: str, wall_ms: int) -> Taken:
     loaded = load(conn, gid, wall_ms)
-    (epoch, held_until) = conn.execute("SELECT epoch, held_until FROM trans WHERE gid = ?", (gid,)).fetchone()
     assert loaded is not None  # just written, in this transaction
-    return Taken(loaded[0], loaded[1], epoch, held_until)
+    return Taken(loaded[0], loaded[1], loaded[0].next_cron_ms)
 
 
 def register_branch(

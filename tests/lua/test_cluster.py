@@ -93,12 +93,9 @@ async def test_every_script_runs_on_every_master(redis_url: str, client: Client)
         assert tagged(claimed) == ["OK", gid]
         assert await LEASE_RENEW(cluster, [KEYS.lease(shard)], [lease, 1_000]) == 1
         assert await LEASE_RELEASE(cluster, [KEYS.lease(shard)], [lease]) == 1
-        taken = await TAKE(cluster, [g, b, due], [gid, T0 + 2, T0 + 9])
-        assert taken[:2] == ["OK", 1]
-        assert tagged(await TAKE_OVER(cluster, [g, b, due], [gid, "prepared", "aborting", T0 + 9])) == [
-            "STALE",
-            "submitted",
-        ]
+        assert (await TAKE(cluster, [g, b, due], [gid, T0 + 2, T0 + 9, "r1"]))[0] == "OK"
+        taking_over = await TAKE_OVER(cluster, [g, b, due], [gid, "prepared", "aborting", T0 + 9, "r2"])
+        assert tagged(taking_over) == ["STALE", "submitted"]
 
     for node in cluster.get_primaries():
         stored = await cluster.keys(f"{KEYS.prefix}:*:g:*", target_nodes=node)

@@ -1,7 +1,7 @@
 """`transition.lua`: the status compare-and-set that every change of a transaction goes through (branch
 results included, as a transition to the same status). Pins KEYS g, b, due, exp; ARGV gid, expected, new,
-schedule (""=keep, number=re-score, "-"=drop), expire_at_ms|"", epoch|"", field/value pairs; replies {"OK"} |
-{"STALE", current} | {"FENCED", current_epoch} | {"NOT_FOUND"}, with no write at all unless OK; and the
+schedule (""=keep, number=re-score, "-"=drop), expire_at_ms|"", holder|"", field/value pairs; replies {"OK"} |
+{"STALE", current} | {"FENCED", current_holder} | {"NOT_FOUND"}, with no write at all unless OK; and the
 `RedisStore.transition` mapping to `Stale(.current)` / `Fenced(.current)` / `TransNotFound`."""
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ async def transition(
     *fields: str,
     schedule: int | str = "",
     expire_at: int | str = "",
-    epoch: int | str = "",
+    holder: str = "",
 ) -> Any:
     """One `transition` call, arguments in the header's order."""
     g, b, due, _, exp = KEYS.of_trans(gid)
-    return await TRANSITION(client, [g, b, due, exp], [gid, expected, new, schedule, expire_at, epoch, *fields])
+    return await TRANSITION(client, [g, b, due, exp], [gid, expected, new, schedule, expire_at, holder, *fields])
 
 
 async def test_ok_sets_the_new_status_and_the_fields(client: Client) -> None:
@@ -99,23 +99,26 @@ async def test_not_found_writes_nothing(client: Client) -> None:
     assert await client.exists(g, b) == 0
 
 
-async def test_a_rounds_write_names_its_epoch_and_a_stale_one_writes_nothing(client: Client) -> None:
-    await seed(client, "g1", fields_of("g1", "submitted", epoch="3", held_until=str(T0 + 50)), records(2), due=T0 + 50)
+async def test_a_rounds_write_names_its_holder_and_a_stale_one_writes_nothing(client: Client) -> None:
+    held = fields_of("g1", "submitted", holder="r2", held_until=str(T0 + 50))
+    await seed(client, "g1", held, records(2), due=T0 + 50)
     before = await trans_state(client, "g1")
 
-    stale = await transition(client, "g1", "submitted", "submitted", "s0", "succeed 1", schedule=T0 + 99, epoch=2)
+    stale = await transition(client, "g1", "submitted", "submitted", "s0", "succeed 1", schedule=T0 + 99, holder="r1")
 
-    assert tagged(stale) == ["FENCED", "3"]
+    assert tagged(stale) == ["FENCED", "r2"]
     assert await trans_state(client, "g1") == before
-    ok = await transition(client, "g1", "submitted", "submitted", "held_until", str(T0 + 99), schedule=T0 + 99, epoch=3)
+    ok = await transition(client, "g1", "submitted", "submitted", "held_until", "0", schedule=T0 + 99, holder="r2")
     assert tagged(ok) == ["OK"]
-    assert (await trans_state(client, "g1")).fields["held_until"] == str(T0 + 99)
+    assert (await trans_state(client, "g1")).fields["held_until"] == "0"
 
 
-async def test_without_an_epoch_field_a_round_is_epoch_0_and_writes_without_one_are_unchecked(client: Client) -> None:
+async def test_without_a_holder_field_every_round_is_fenced_and_writes_without_one_are_unchecked(
+    client: Client,
+) -> None:
     await seed(client, "g1", fields_of("g1", "submitted"), records(2), due=DUE_AT)
 
-    assert tagged(await transition(client, "g1", "submitted", "submitted", epoch=1)) == ["FENCED", "0"]
+    assert tagged(await transition(client, "g1", "submitted", "submitted", holder="r1")) == ["FENCED", ""]
     assert tagged(await transition(client, "g1", "submitted", "submitted", "update_time", "7")) == ["OK"]
 
 
@@ -207,14 +210,14 @@ async def test_store_maps_stale_with_the_current_status(store: RedisStore, clien
     assert caught.value.current == "aborting"
 
 
-async def test_store_maps_fenced_with_the_current_epoch(store: RedisStore, client: Client) -> None:
-    await seed(client, "g1", fields_of("g1", "submitted", epoch="2"), records(1), due=DUE_AT)
-    change = Change("g1", TransStatus.SUBMITTED, TransStatus.SUBMITTED, T0 + 1, epoch=1, held_until_ms=T0 + 9)
+async def test_store_maps_fenced_with_the_current_holder(store: RedisStore, client: Client) -> None:
+    await seed(client, "g1", fields_of("g1", "submitted", holder="r2"), records(1), due=DUE_AT)
+    change = Change("g1", TransStatus.SUBMITTED, TransStatus.SUBMITTED, T0 + 1, holder="r1", held_until_ms=T0 + 9)
 
     with pytest.raises(Fenced) as caught:
         await store.transition(change)
 
-    assert caught.value.current == "2"
+    assert caught.value.current == "r2"
 
 
 async def test_store_maps_not_found(store: RedisStore) -> None:

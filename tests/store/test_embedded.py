@@ -409,15 +409,15 @@ async def test_a_version_1_file_is_upgraded_in_place_and_keeps_its_transactions(
     await store.close()
     # What a version-1 file is: the trans table without the hold's columns (version 2 added them).
     with sqlite3.connect(path) as conn:
-        conn.execute("ALTER TABLE trans DROP COLUMN epoch")
+        conn.execute("ALTER TABLE trans DROP COLUMN holder")
         conn.execute("ALTER TABLE trans DROP COLUMN held_until")
         conn.execute("UPDATE schema_version SET version = 1")
     conn.close()
 
     store = await EmbeddedStore.open(str(path), 60_000)
     try:
-        claim = await store.take("g1", now, now + 5_000)
-        assert claim is not None and (claim.trans.gid, claim.epoch) == ("g1", 1)
+        claim = await store.take("g1", now, now + 5_000, "r1")
+        assert claim is not None and claim.trans.gid == "g1"
         version = await store.db.read(lambda conn: conn.execute("SELECT version FROM schema_version").fetchone())
         assert version == (2,)
     finally:
