@@ -140,10 +140,13 @@ class Engine:
         has marked the gid active already, and unmarks it.
         """
         gid = claim.trans.gid
+        active = self._active
         if not entered:
-            if gid in self._active:
+            if gid in active:
                 return RoundResult(claim.trans, completed=False)
-            self._enter(gid)
+            # _enter and _leave spelled out: every round of the hot path passes here.
+            active.add(gid)
+            self.metrics.rounds_in_flight(len(active))
         ok = False
         try:
             result = await _Runner(self, claim, stored).run()
@@ -151,7 +154,8 @@ class Engine:
             return result
         finally:
             if not entered:
-                self._leave(gid)
+                active.discard(gid)
+                self.metrics.rounds_in_flight(len(active))
             trans = claim.trans
             self.metrics.round_done(trans.trans_type, ok, (self.clock.now_ms() - trans.create_ms) / 1000)
 
@@ -208,7 +212,8 @@ class Engine:
         """The status change that hands a prepared transaction to a new round (see Store.take_over)."""
         holder = self.new_holder()
         sent, now = time.monotonic(), self.clock.now_ms()
-        return self._claim(await self.store.take_over(change, holder), holder, sent, now)
+        taken = await self.store.take_over(change, holder)
+        return Claim(taken.trans, taken.branches, holder, self.fence(sent, now, taken.held_until_ms))
 
     def _claim(self, taken: Taken, holder: str, sent: float, sent_ms: int) -> Claim:
         fence = self.fence(sent, sent_ms, taken.held_until_ms)

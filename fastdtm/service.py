@@ -117,11 +117,17 @@ class Service:
         wait = req.options.wait_result
         if trans.trans_type in PREPARED_FIRST:
             # Its prepare stored it, as a rule: submit it and hand it to this node's round in one script.
+            # The round is awaited here, not inside a helper: every await level is paid again at each
+            # of the round's I/O resumptions.
             try:
-                await self._resubmit(req, TransStatus.PREPARED, wait=wait)
+                claim = await self._submit_prepared(req)
             except TransNotFound:
                 pass  # submitted without a prepare: created below like a saga
+            except Stale as exc:
+                await self._resubmit(req, TransStatus(exc.current), wait=wait)
+                return
             else:
+                await self._process(claim, wait=wait)
                 return
         try:
             # Stored by the round's first write: one script for a saga that needs no branch I/O.
@@ -169,22 +175,8 @@ class Service:
         TransNotFound if the gid is absent.
         """
         if existing is TransStatus.PREPARED:
-            now = self.clock.now_ms()
-            interval = reset_interval_ms(req.options, self.policy)
-            # The submit body may carry custom_data the prepare did not (the Go SDK sends a msg
-            # delay only on submit); it is kept for every later round too.
-            fields = {"custom_data": req.custom_data} if req.custom_data else {}
-            change = Change(
-                req.gid,
-                TransStatus.PREPARED,
-                TransStatus.SUBMITTED,
-                now,
-                fields=fields,
-                next_cron_ms=now + self.engine.hold_ms(interval),
-                interval_ms=interval,
-            )
             try:
-                claim = await self.engine.take_over(change)
+                claim = await self._submit_prepared(req)
             except Stale as exc:
                 existing = TransStatus(exc.current)
             else:
@@ -193,6 +185,24 @@ class Service:
         if existing is not TransStatus.SUBMITTED:
             raise Conflict(f"current status '{existing}', cannot submit.")
         await self._redrive(req.gid, wait=wait)
+
+    async def _submit_prepared(self, req: TransRequest) -> Claim:
+        """prepared -> submitted, handed to a round of this node; raises Stale / TransNotFound."""
+        now = self.clock.now_ms()
+        interval = reset_interval_ms(req.options, self.policy)
+        # The submit body may carry custom_data the prepare did not (the Go SDK sends a msg delay only on
+        # submit); it is kept for every later round too.
+        fields = {"custom_data": req.custom_data} if req.custom_data else {}
+        change = Change(
+            req.gid,
+            TransStatus.PREPARED,
+            TransStatus.SUBMITTED,
+            now,
+            fields=fields,
+            next_cron_ms=now + self.engine.hold_ms(interval),
+            interval_ms=interval,
+        )
+        return await self.engine.take_over(change)
 
     async def _finish_workflow(self, req: TransRequest) -> None:
         """The workflow client's own verdict: prepared -> req_extra.status, keeping every other field."""

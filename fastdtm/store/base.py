@@ -46,15 +46,15 @@ class Change:
             raise ValueError(f"{self.gid}: {self.expected} -> {self.status} is not an allowed transition")
 
 
-#: The status changes `take_over` makes: each starts a round on a transaction its prepare stored.
-TAKE_OVER_MOVES = frozenset(
-    {(TransStatus.PREPARED, TransStatus.SUBMITTED), (TransStatus.PREPARED, TransStatus.ABORTING)}
-)
+#: The status changes `take_over` makes (from prepared): each starts a round on what a prepare stored.
+_TAKE_OVER_TO = (TransStatus.SUBMITTED, TransStatus.ABORTING)
 
 
 def check_take_over(change: Change) -> int:
     """The schedule (and hold's end) of a change `take_over` makes; raises ValueError for any other change."""
-    if (change.expected, change.status) not in TAKE_OVER_MOVES or change.next_cron_ms is None:
+    # Identity tests rather than a set of tuples: an enum member hashes in Python, on every submit.
+    moves = change.expected is TransStatus.PREPARED and change.status in _TAKE_OVER_TO
+    if not moves or change.next_cron_ms is None:
         raise ValueError(
             f"{change.gid}: take_over is prepared -> submitted or aborting with a schedule, "
             f"not {change.expected} -> {change.status}"
