@@ -9,20 +9,24 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import signal
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from types import FrameType
 from typing import TypedDict
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 from starlette.routing import Mount
 
 from fastdtm import __version__, logs
 from fastdtm.alerts import Alerter
 from fastdtm.api import dtmsvr, jsonrpc, kv as kv_api, ops
 from fastdtm.api.direct import DirectRoutes, ErrorHandler
-from fastdtm.api.http import api_error, store_error
+from fastdtm.api.http import api_error, client_gone, store_error
 from fastdtm.api.middleware import MetricsMiddleware
 from fastdtm.branch_http import HttpClient
 from fastdtm.clock import SystemClock
@@ -80,13 +84,41 @@ async def _wait_for(store: Store, url: str) -> None:
 
     The first call also lets a cluster client learn the slot map before concurrent traffic starts.
     """
-    while True:
-        try:
-            await store.ping()
-            return
-        except StoreError as exc:
-            log.warning("waiting for the store %s: %s", url, exc)
-            await asyncio.sleep(1.0)
+    with _signals_end_the_wait(url):
+        while True:
+            try:
+                await store.ping()
+                return
+            except StoreError as exc:
+                log.warning("waiting for the store %s: %s", url, exc)
+                await asyncio.sleep(1.0)
+
+
+@contextmanager
+def _signals_end_the_wait(url: str) -> Iterator[None]:
+    """While the node waits for its store, SIGTERM and SIGINT end the process at once, by that signal.
+
+    uvicorn's handlers only ask its server to stop, and the server looks at that only once the lifespan
+    has started: a node whose store never answered needed SIGKILL. Nothing has started yet that a
+    graceful stop would finish (no request served, no cron), so the signal's default action is the stop.
+    Signal handlers belong to the main thread; elsewhere (an app run in a test's thread) this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.warning("%s while waiting for the store %s: stopping", signal.Signals(signum).name, url)
+        signal.signal(signum, signal.SIG_DFL)
+        signal.raise_signal(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            # None: a handler not set from Python, which cannot be put back; uvicorn sets its own anyway.
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
 def _tune_collector() -> None:
@@ -105,7 +137,7 @@ def _tune_collector() -> None:
 def create_app(settings: Settings) -> DirectRoutes:
     # Built before the lifespan: Starlette assembles the middleware (which needs it) on the first
     # call, the lifespan's own. One app per process, so one Metrics per process.
-    metrics = Metrics(__version__)
+    metrics = Metrics(__version__, label_values=settings.metric_label_values)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
@@ -116,7 +148,7 @@ def create_app(settings: Settings) -> DirectRoutes:
         topics = Topics(kv, clock)
         policy = Policy(int(settings.retry_interval * 1000), int(settings.timeout_to_fail * 1000))
         # One HTTP client for every branch call of this process: keep-alive pools per branch host.
-        http = HttpClient()
+        http = HttpClient(max_reply_bytes=settings.branch_max_reply_bytes, max_idle=settings.branch_max_idle)
         alerter = Alerter(http, settings.alert_webhook, settings.alert_retry_limit)
         invoker = Invoker(http, settings.request_timeout)
         skew_ms = int(settings.max_clock_skew * 1000)
@@ -145,7 +177,11 @@ def create_app(settings: Settings) -> DirectRoutes:
         Mount("/api/dtmsvr", routes=[*dtmsvr.routes, *kv_api.routes]),
         Mount("/api", routes=[*ops.routes, *jsonrpc.routes]),
     ]
-    errors: dict[type[Exception], ErrorHandler] = {ApiError: api_error, StoreError: store_error}
+    errors: dict[type[Exception], ErrorHandler] = {
+        ApiError: api_error,
+        StoreError: store_error,
+        ClientDisconnect: client_gone,
+    }
     app = Starlette(
         routes=routes,
         middleware=[Middleware(MetricsMiddleware, metrics=metrics, routes=routes)],

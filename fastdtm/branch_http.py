@@ -3,14 +3,19 @@
 Why not aiohttp: under a saga load with real branch URLs, aiohttp's client took a fifth to a quarter
 of the coordinator's CPU (request and response objects, yarl URLs, timeout contexts, payload
 registries). A branch call needs none of that: one request built by hand into one `write`, a reply
-parsed by llhttp in C (httptools), and the status and the whole body handed back.
+parsed by llhttp in C (httptools), and the status and the body (up to a cap) handed back.
 
 Behaviour kept from the aiohttp session it replaces (`limit=0, keepalive_timeout=30`): per-origin
-pools of idle keep-alive connections, reused last-in first-out, closed after 30 s idle; no cap on
-concurrent connections; a total timeout per request (connect, send, reply, redirects); redirects
-followed as aiohttp and Go's resty do (at most 10; 303, and 301/302 after a POST, become a GET
-without body). Every failure is a `BranchHttpError`. Not supported, as branch calls never need
-them: HEAD (its reply would be read as having a body), protocol upgrades, request pipelining.
+pools of idle keep-alive connections, reused last-in first-out, closed after 30 s idle (and at most
+`max_idle` kept per origin); no cap on concurrent connections; a total timeout per request (connect,
+send, reply, redirects); redirects followed as aiohttp and Go's resty do (at most 10; 303, and
+301/302 after a POST, become a GET without body). Every failure is a `BranchHttpError`. Not
+supported, as branch calls never need them: HEAD (its reply would be read as having a body),
+protocol upgrades, request pipelining.
+
+A reply is read up to `max_reply_bytes` of body (DTM keeps a short excerpt and classifies a reply by
+its status and a word of its body): a longer one is handed back cut there, and its connection, with
+the rest unread, is closed. Its headers are held to the same size, or the call fails.
 
 A reused idle connection that turns out closed by the server before any byte of the reply arrived
 is retried once on a new connection: that is the benign keep-alive race (the server closed an idle
@@ -23,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import re
 import ssl as ssl_module
 import time
 from collections.abc import Callable, Mapping
@@ -35,6 +41,10 @@ from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 KEEPALIVE: Final = 30.0
 #: Redirects followed for one request before giving up (aiohttp's default, and Go net/http's under resty).
 MAX_REDIRECTS: Final = 10
+#: Bytes of a reply body read, and of its headers accepted (Settings.branch_max_reply_bytes).
+MAX_REPLY_BYTES: Final = 64 << 10
+#: Idle connections kept per origin (Settings.branch_max_idle).
+MAX_IDLE: Final = 64
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
@@ -42,6 +52,10 @@ _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _FRAMING: Final = frozenset({"content-length", "transfer-encoding"})
 # Reserved characters and '%' (already-encoded bytes) stay as they are when a target must be quoted.
 _SAFE: Final = "!#$%&'()*+,/:;=?@[]~"
+# RFC 9110 §5.6.2: a field name is a token.
+_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+# RFC 9110 §5.5: no control character in a field value but HTAB (CR and LF would end the line early).
+_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 Origin = tuple[str, str, int]
 """(scheme, host, port): what a pool of idle connections is keyed by."""
@@ -116,17 +130,31 @@ def _host_port(hostport: str, default: int, url: str) -> tuple[str, int]:
     return host.lower(), number
 
 
+def check_header(name: str, value: str) -> None:
+    """Raises BranchHttpError unless `name: value` can go out as one header line (RFC 9110 §5.1, §5.5).
+
+    The name must be a token; the value may hold any character but a control one, HTAB excepted. A line
+    break would smuggle a second request onto a connection we pool; other controls are refused by servers.
+    """
+    if not _TOKEN.fullmatch(name):
+        raise BranchHttpError(
+            f"header name {name!r} is not a token: one or more letters, digits or !#$%&'*+-.^_`|~ (RFC 9110)"
+        )
+    bad = _CONTROL.search(value)
+    if bad is not None:
+        what = "a line break" if bad.group() in "\r\n" else f"the control character {bad.group()!r}"
+        raise BranchHttpError(f"header {name!r}: its value holds {what} (RFC 9110 allows none but tab)")
+
+
 def encode_request(method: str, target: Target, headers: Mapping[str, str], body: bytes | None) -> bytes:
     """The request's bytes, ready for one write. A POST always says its length, 0 included (XA's empty POST)."""
     lines = [f"{method} {target.path} HTTP/1.1"]
     given: set[str] = set()
     for name, value in headers.items():
+        check_header(name, value)
         key = name.lower()
         if key in _FRAMING:
             continue
-        if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
-            # A line break would smuggle a second request onto a connection we pool.
-            raise BranchHttpError(f"header {name!r} holds a line break")
         given.add(key)
         lines.append(f"{name}: {value}")
     if "host" not in given:
@@ -145,9 +173,12 @@ def encode_request(method: str, target: Target, headers: Mapping[str, str], body
 class _Connection(asyncio.Protocol):
     """One TCP (or TLS) connection carrying one request at a time; its reply resolves `_waiter`."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_lost: Callable[[_Connection], None]) -> None:
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, on_lost: Callable[[_Connection], None], max_reply: int = MAX_REPLY_BYTES
+    ) -> None:
         self._loop = loop
         self._on_lost = on_lost
+        self._max_reply = max_reply
         self._parser = HttpResponseParser(self)
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[_Reply] | None = None
@@ -161,6 +192,8 @@ class _Connection(asyncio.Protocol):
         self._framed = False  # Content-Length or chunked; otherwise the body ends when the server closes
         self._location: bytes | None = None
         self._chunks: list[bytes] = []
+        self._head_bytes = 0  # received before the headers were complete
+        self._room = max_reply  # body bytes that may still be kept
 
     @property
     def usable(self) -> bool:
@@ -174,7 +207,8 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None or not self.usable:
             raise _Stale("connection closed before the request was sent")
-        self._received = self._done = False
+        self._received = self._done = self._headers_done = False
+        self._head_bytes = 0
         waiter: asyncio.Future[_Reply] = self._loop.create_future()
         self._waiter = waiter
         timer = self._loop.call_at(deadline, self._expire, timeout)
@@ -219,12 +253,17 @@ class _Connection(asyncio.Protocol):
             self.close()  # bytes while idle: the server is out of step with us
             return
         self._received = True
+        if not self._headers_done:
+            self._head_bytes += len(data)  # what httptools may buffer of a header before it calls on_header
         try:
             self._parser.feed_data(data)
         except HttpParserUpgrade:
             self._fail(BranchHttpError("malformed reply: protocol upgrade is not supported"))
         except HttpParserError as exc:
             self._fail(BranchHttpError(f"malformed reply: {exc}"))
+        else:
+            if not self._headers_done and self._head_bytes > self._max_reply:
+                self._fail(BranchHttpError(f"reply headers over {self._max_reply} bytes"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -250,6 +289,7 @@ class _Connection(asyncio.Protocol):
         self._headers_done = self._framed = False
         self._location = None
         self._chunks = []
+        self._room = self._max_reply
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
@@ -265,7 +305,21 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = self._parser.should_keep_alive()
 
     def on_body(self, body: bytes) -> None:
-        self._chunks.append(body)
+        room = self._room - len(body)
+        if room >= 0:
+            self._room = room
+            self._chunks.append(body)
+        elif not self.closed:
+            self._cut(body)
+
+    def _cut(self, body: bytes) -> None:
+        """The body goes past the cap: the reply is what fits, and the connection, the rest unread, goes."""
+        self._chunks.append(body[: self._room])
+        self._room = 0
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result((self._parser.get_status_code(), b"".join(self._chunks), self._location))
+        self.close()
 
     def on_message_complete(self) -> None:
         status = self._parser.get_status_code()
@@ -281,9 +335,19 @@ class _Connection(asyncio.Protocol):
 class HttpClient:
     """Pools of idle keep-alive connections per origin; one per process, built and closed by the lifespan."""
 
-    def __init__(self, keepalive: float = KEEPALIVE, ssl: ssl_module.SSLContext | None = None) -> None:
-        """`ssl`: the TLS context for https origins; by default the system's trust store, made on first use."""
+    def __init__(
+        self,
+        keepalive: float = KEEPALIVE,
+        ssl: ssl_module.SSLContext | None = None,
+        *,
+        max_reply_bytes: int = MAX_REPLY_BYTES,
+        max_idle: int = MAX_IDLE,
+    ) -> None:
+        """`ssl`: the TLS context for https origins; by default the system's trust store, made on first use.
+        `max_reply_bytes`: of a reply body read (longer ones are cut); `max_idle`: idle connections per origin."""
         self._keepalive = keepalive
+        self._max_reply = max_reply_bytes
+        self._max_idle = max_idle
         # Idle connections: most recently used last, so reuse pops the warmest one.
         self._pools: dict[Origin, list[_Connection]] = {}
         self._live: set[_Connection] = set()  # idle or busy, for close()
@@ -377,9 +441,11 @@ class HttpClient:
         conn.idle_since = loop.time()
         pool = self._pools.get(origin)
         if pool is None:
-            self._pools[origin] = [conn]
-        else:
-            pool.append(conn)
+            pool = self._pools[origin] = []
+        if len(pool) >= self._max_idle:
+            conn.close()  # enough are idle for this origin: a burst of calls leaves no more sockets open than this
+            return
+        pool.append(conn)
         if self._sweeper is None:
             self._sweeper = loop.call_later(self._sweep_every, self._sweep)
 
@@ -412,7 +478,7 @@ class HttpClient:
         scheme, host, port = origin
         loop = asyncio.get_running_loop()
         ssl = self._ssl_context() if scheme == "https" else None
-        factory = functools.partial(_Connection, loop, self._live.discard)
+        factory = functools.partial(_Connection, loop, self._live.discard, self._max_reply)
         try:
             async with asyncio.timeout_at(deadline):
                 _, conn = await loop.create_connection(

@@ -46,6 +46,43 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
     "--key-prefix": ("key_prefix", str, "Redis key prefix (default fastdtm)"),
     "--finished-data-expire": ("finished_data_expire", float, "keep finished transactions, seconds (default 1 day)"),
     "--max-body-bytes": ("max_body_bytes", int, "largest accepted request body (default 1 MiB)"),
+    "--max-header-bytes": (
+        "max_header_bytes",
+        int,
+        "largest request line + headers; a larger head gets 431 and the connection is closed (default 64 KiB)",
+    ),
+    "--header-timeout": (
+        "header_timeout",
+        float,
+        "a request's line and headers must arrive within this after its first byte (or after the connection "
+        "opened), else the connection is closed, seconds (default 10)",
+    ),
+    "--body-timeout": (
+        "body_timeout",
+        float,
+        "a request's body must arrive within this after its headers, else 408 and close, seconds (default 30)",
+    ),
+    "--keep-alive-timeout": (
+        "keep_alive_timeout",
+        float,
+        "an idle keep-alive connection is closed after this, seconds (default 5)",
+    ),
+    "--branch-max-reply-bytes": (
+        "branch_max_reply_bytes",
+        int,
+        "bytes read of a branch's reply; a longer one is classified on what was read, its connection closed "
+        "(default 64 KiB)",
+    ),
+    "--branch-max-idle": (
+        "branch_max_idle",
+        int,
+        "idle keep-alive connections kept per branch host; more are closed when released (default 64)",
+    ),
+    "--metric-label-values": (
+        "metric_label_values",
+        int,
+        "distinct values kept per client-chosen metric label (branch id, op); later ones count as other (default 64)",
+    ),
     "--alert-webhook": ("alert_webhook", str, "URL POSTed to about branches that keep failing (default off)"),
     "--alert-retry-limit": ("alert_retry_limit", int, "doublings of the retry interval before alerting (default 3)"),
     "--log-level": ("log_level", str, "debug, info, warning, error (default info)"),
@@ -105,6 +142,7 @@ def serve(settings: Settings) -> int:
         # The access log is off anyway (logs.configure); this also spares uvicorn building each line's
         # arguments (client address, quoted path) before the level check drops it.
         "access_log": False,
+        "timeout_keep_alive": settings.keep_alive_timeout,
     }
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]

@@ -32,6 +32,35 @@ _DTM_ENV_NAMES: Final[Mapping[str, str]] = {
 }
 
 
+#: Settings that must be > 0: every interval and timeout.
+_POSITIVE: Final = (
+    "retry_interval",
+    "request_timeout",
+    "cron_interval",
+    "lease_ttl",
+    "node_heartbeat",
+    "header_timeout",
+    "body_timeout",
+    "keep_alive_timeout",
+)
+#: Lower bounds of the other numbers.
+_MINIMUM: Final[Mapping[str, int]] = {
+    "max_clock_skew": 0,
+    "timeout_to_fail": 0,
+    "workers": 1,
+    # Below 1 KiB an ordinary request head (or a branch's reply head) would not fit.
+    "max_header_bytes": 1024,
+    "branch_max_reply_bytes": 1024,
+    "branch_max_idle": 0,
+    "metric_label_values": 1,
+    "max_body_bytes": 1,
+    # 0 would leave every claimed transaction waiting for room that never comes.
+    "cron_concurrency": 1,
+    "alert_retry_limit": 0,
+}
+_RANGES: Final[Mapping[str, tuple[int, int]]] = {"shards": (1, 16384), "claim_batch": (1, 1000)}
+
+
 class SettingsError(ValueError):
     """A setting has a value that cannot be used."""
 
@@ -67,6 +96,25 @@ class Settings:
     #: Finished transactions are kept this long for `query`, then expire.
     finished_data_expire: float = 86400.0
     max_body_bytes: int = 1 << 20
+    #: Largest request line plus headers a client may send: a larger head is answered 431 and the connection
+    #: closed. The parser buffers a head whole, so without it one client could fill the node's memory.
+    max_header_bytes: int = 64 << 10
+    #: A request's line and headers must all be in this long after its first byte (or after the connection
+    #: opened, for the first request); else the connection is closed (a client that sends slowly or stops).
+    header_timeout: float = 10.0
+    #: A request's body must all be in this long after its headers: else 408 (if nothing was answered yet)
+    #: and the connection is closed.
+    body_timeout: float = 30.0
+    #: An idle keep-alive connection is closed after this long (uvicorn's `timeout_keep_alive`).
+    keep_alive_timeout: float = 5.0
+    #: Bytes read of a branch's reply body (and of its headers): a longer reply is classified on what was
+    #: read and its connection closed. DTM keeps only a short excerpt of a reply anyway.
+    branch_max_reply_bytes: int = 64 << 10
+    #: Idle keep-alive connections kept per branch origin (scheme, host, port); one released beyond is closed.
+    branch_max_idle: int = 64
+    #: Distinct values a metric label that clients choose (a TCC branch id, a workflow op) keeps: the first
+    #: ones are kept, later ones are counted as "other" (docs/metrics.md).
+    metric_label_values: int = 64
     #: How many due transactions one claim takes from a shard, and how many run at once.
     claim_batch: int = 64
     cron_concurrency: int = 128
@@ -77,19 +125,15 @@ class Settings:
     log_level: str = "info"
 
     def __post_init__(self) -> None:
-        for name in ("retry_interval", "request_timeout", "cron_interval", "lease_ttl", "node_heartbeat"):
+        for name in _POSITIVE:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"Setting '{name}' must be > 0, got {getattr(self, name)!r}.")
-        if self.max_clock_skew < 0:
-            raise SettingsError(f"Setting 'max_clock_skew' must be >= 0, got {self.max_clock_skew!r}.")
-        if self.timeout_to_fail < 0:
-            raise SettingsError(f"Setting 'timeout_to_fail' must be >= 0, got {self.timeout_to_fail!r}.")
-        if not 1 <= self.shards <= 16384:
-            raise SettingsError(f"Setting 'shards' must be within 1..16384, got {self.shards!r}.")
-        if not 1 <= self.claim_batch <= 1000:
-            raise SettingsError(f"Setting 'claim_batch' must be within 1..1000, got {self.claim_batch!r}.")
-        if self.workers < 1:
-            raise SettingsError(f"Setting 'workers' must be >= 1, got {self.workers!r}.")
+        for name, least in _MINIMUM.items():
+            if getattr(self, name) < least:
+                raise SettingsError(f"Setting '{name}' must be >= {least}, got {getattr(self, name)!r}.")
+        for name, (least, most) in _RANGES.items():
+            if not least <= getattr(self, name) <= most:
+                raise SettingsError(f"Setting '{name}' must be within {least}..{most}, got {getattr(self, name)!r}.")
         self._check_store()
 
     def _check_store(self) -> None:

@@ -21,6 +21,13 @@ no module-level state.
 `type` is always "http". `api` is the last path segment, lower-cased, as DTM does, but without the
 query string (DTM put `query?gid=...` into the label: one series per gid).
 
+Every label is bounded, whatever clients send: `api` by the app's routes ("other" for any other path,
+fastdtm.api.middleware), `type`, `status`, `model` (trans_type), `script` and the server info by the code.
+Two labels of `dtm_branch_process_total` are chosen by clients: `branchid` (a TCC or XA branch id comes
+from registerBranch) and `branchtype` (a workflow's op names); each keeps its first `label_values` distinct
+values (`--metric-label-values`, 64) and counts later ones as "other", so that family has at most
+5 models x 65 x 65 x 2 statuses series.
+
 The per-call methods are plain dict updates: `api_call` + `branch_done` take about 1.1 µs together, where
 prometheus_client's `labels(...).inc()` / `.observe()` take about 9 µs for the same three updates
 (`bench/metrics_bench.py`). They are not thread-safe, and need not be: every caller runs on the process's
@@ -37,6 +44,10 @@ from typing import Final, TypeAlias
 from fastdtm import __version__
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+#: What a label value past its bound is counted as.
+OTHER: Final = "other"
+#: Distinct values a client-chosen label keeps by default (Settings.metric_label_values).
+LABEL_VALUES: Final = 64
 #: The Go client's default buckets, which DTM's histograms use: dashboards' quantiles stay comparable.
 DTM_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: A claim is one Lua call per shard, in parallel: sub-millisecond normally, seconds only when Redis struggles.
@@ -161,10 +172,27 @@ class Histogram(_Family):
             out.append(f"{self.name}_count{_braced(pairs)} {cumulative}")
 
 
+class BoundedLabel(set[str]):
+    """The values one client-chosen label keeps: the first `limit` distinct ones; later ones read "other".
+
+    A set, so that the common case (a value already kept) is one `in` test at the call site."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def admit(self, value: str) -> str:
+        """The label for a value not kept yet: itself while there is room, else "other"."""
+        if len(self) < self.limit:
+            self.add(value)
+            return value
+        return OTHER
+
+
 class Metrics:
     """Every metric of this process; the methods are what the middleware, engine, cron and store call."""
 
-    def __init__(self, version: str = __version__) -> None:
+    def __init__(self, version: str = __version__, *, label_values: int = LABEL_VALUES) -> None:
         self._info = Gauge("dtm_server_info", "The information of this dtm server.", ("gin_version", "grpc_version"))
         self._info.set((f"fastdtm-{version}", "none"), 1)
         self._requests = Counter("dtm_server_process_total", "All request received by dtm", ("type", "api", "status"))
@@ -182,6 +210,8 @@ class Metrics:
         self._branches = Counter(
             "dtm_branch_process_total", "All branches processed by dtm", ("model", "branchid", "branchtype", "status")
         )
+        self._branch_id = BoundedLabel(label_values)
+        self._branch_op = BoundedLabel(label_values)
         self._leases = Gauge("fastdtm_shard_leases_held", "Shard leases this node holds.")
         self._claimed = Counter("fastdtm_due_claimed_total", "Due transactions this node's cron claimed.")
         self._claim_time = Histogram(
@@ -219,6 +249,10 @@ class Metrics:
         self._round_age.observe((model,), max(age_seconds, 0.0))
 
     def branch_done(self, model: str, branch_id: str, op: str, ok: bool) -> None:
+        if branch_id not in self._branch_id:
+            branch_id = self._branch_id.admit(branch_id)
+        if op not in self._branch_op:
+            op = self._branch_op.admit(op)
         self._branches.inc((model, branch_id, op, "ok" if ok else "fail"))
 
     def leases_held(self, n: int) -> None:

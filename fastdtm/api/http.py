@@ -14,6 +14,8 @@ from fastdtm.errors import ApiError, PayloadTooLarge
 log = logging.getLogger(__name__)
 
 SUCCESS = b'{"dtm_result":"SUCCESS"}'
+#: The status a request the client abandoned counts under in the metrics (never sent).
+CLIENT_CLOSED_REQUEST: Final = 499
 
 
 def json_response(value: Any, status_code: int = 200) -> Response:
@@ -64,6 +66,18 @@ async def api_error(request: Request, exc: Exception) -> Response:
     if exc.status_code >= 500:
         log.warning("%s %s -> %d %s", request.method, request.url.path, exc.status_code, exc.message)
     return json_response(exc.body(), exc.status_code)
+
+
+async def client_gone(request: Request, exc: Exception) -> Response:
+    """The connection ended before the request body was all in (`ClientDisconnect`): the client left, or
+    sent its body too slowly (fastdtm.api.protocol then answered 408 and closed it).
+
+    The client's doing, not the node's: one line at info, no traceback. Nobody is left to read a reply,
+    and none is written (uvicorn and the direct protocol drop a reply to a disconnected client); the
+    status is for the request metrics only (nginx's "client closed request").
+    """
+    log.info("%s %s: the connection ended before the request body was all in", request.method, request.url.path)
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
 async def store_error(request: Request, exc: Exception) -> Response:

@@ -16,12 +16,11 @@ from typing import Final
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from fastdtm.metrics import Metrics, api_label
+from fastdtm.metrics import OTHER, Metrics, api_label
 
 API_PREFIX: Final = "/api/"
 #: Not counted: a series of Prometheus's own polling would only be noise beside the API's.
 SCRAPE_PATH: Final = "/api/metrics"
-OTHER: Final = "other"
 
 
 @dataclass(frozen=True, slots=True)

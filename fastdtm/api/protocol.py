@@ -17,6 +17,13 @@ metrics as the ASGI path) and writes the reply with one `write`.
 Everything else takes uvicorn's path unchanged: other paths and methods, percent-encoded paths, a
 chunked or oversized body (the ASGI path refuses it as it streams in), `Expect: 100-continue`,
 upgrades, HEAD, a root path, a concurrency limit, or an app that is not DirectRoutes.
+
+Bounds, on both paths (uvicorn's httptools protocol has none but the keep-alive timeout): the parser
+buffers a request's line and headers whole, so their bytes are counted as they arrive and a head over
+`max_header_bytes` is answered 431; a connection whose head is not all in `header_timeout` after its
+first byte (or after the connection opened) is closed; a body not all in `body_timeout` after its
+headers gets 408 and the connection is closed. The timers are armed only when a read ends inside a
+head or a body, and disarmed at that part's end: a request that arrives in one read arms none.
 """
 
 from __future__ import annotations
@@ -26,24 +33,42 @@ import logging
 from collections.abc import Callable
 from typing import Any, Final
 
+from httptools import HttpParserError, HttpParserUpgrade
 from starlette.responses import Response
 from starlette.types import Message
 from uvicorn.protocols.http.flow_control import FlowControl
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from fastdtm.api.direct import DirectRoute, DirectRoutes
+from fastdtm.config import Settings
 
 log = logging.getLogger(__name__)
 
 #: uvicorn's `http` setting for `fastdtm serve`.
 PROTOCOL: Final = "fastdtm.api.protocol:DirectHttpToolsProtocol"
-#: What the shortcut uses of uvicorn's protocol beyond the asyncio.Protocol interface.
-_USES: Final = ("_start_asgi_task", "on_response_complete", "on_headers_complete", "on_body", "shutdown")
+#: What this protocol uses of uvicorn's beyond the asyncio.Protocol interface (and its instance attributes).
+_USES: Final = (
+    "_start_asgi_task",
+    "on_response_complete",
+    "on_headers_complete",
+    "on_message_complete",
+    "on_body",
+    "shutdown",
+    "send_400_response",
+    "_should_upgrade",
+    "handle_websocket_upgrade",
+    "_unsupported_upgrade_warning",
+)
 #: What uvicorn answers when an app fails before replying (without its date and server headers).
 _INTERNAL_ERROR: Final = (
     b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\n"
     b"content-length: 21\r\nconnection: close\r\n\r\nInternal Server Error"
 )
+# Where the connection is in the current request: between requests, in its head, in its body.
+_IDLE: Final = 0
+_HEAD: Final = 1
+_BODY: Final = 2
+_UPGRADED: Final = 3  # a websocket: the connection belongs to uvicorn's websocket protocol from then on
 
 
 def uvicorn_http() -> str:
@@ -58,7 +83,79 @@ def uvicorn_http() -> str:
 class DirectHttpToolsProtocol(HttpToolsProtocol):
     """Pass as uvicorn's `http` (`fastdtm.api.protocol:DirectHttpToolsProtocol`)."""
 
+    # asyncio.Protocol, around uvicorn's
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        # The lifespan's state; only an app other than fastdtm's would lack it (then: the defaults).
+        settings = self.app_state.get("settings")
+        if not isinstance(settings, Settings):
+            settings = Settings.from_env({})
+        self._max_head: int = settings.max_header_bytes
+        self._header_timeout: float = settings.header_timeout
+        self._body_timeout: float = settings.body_timeout
+        self._phase = _IDLE
+        #: What the current head may still take of `_max_head`.
+        self._head_left = self._max_head
+        # A connection that never sends a whole head is closed like one that stops in the middle of one.
+        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(self._header_timeout, self._head_expired)
+        self._body_timer: asyncio.TimerHandle | None = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._phase != _BODY:
+            # Bytes of a head (or of what comes before one). The phase is set here, not in on_message_begin,
+            # to spare a call per request; a head that starts after a message ends in the same read is seen
+            # at its next read (until then it is the keep-alive timer's).
+            self._phase = _HEAD
+            # Counted before the parser sees them: llhttp hands a header to httptools, which buffers it
+            # whole before calling on_header, so counting in the callbacks would come too late.
+            left = self._head_left - len(data)
+            if left < 0:
+                self._feed_to_head_limit(data)
+                return
+            self._head_left = left
+        # uvicorn's data_received from here to the timers, inline: it runs for every read (as a call to it
+        # and its keep-alive helper it cost about a third of what the bounds add per request).
+        keep_alive = self.timeout_keep_alive_task
+        if keep_alive is not None:
+            keep_alive.cancel()
+            self.timeout_keep_alive_task = None
+        try:
+            self.parser.feed_data(data)
+        except HttpParserError:
+            self.logger.warning("Invalid HTTP request received.")
+            self.send_400_response("Invalid HTTP request received.")
+            return
+        except HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        phase = self._phase
+        if phase == _HEAD:
+            if self._head_timer is None:
+                self._head_timer = self.loop.call_later(self._header_timeout, self._head_expired)
+        elif phase == _BODY and self._body_timer is None:
+            self._body_timer = self.loop.call_later(self._body_timeout, self._body_expired)
+
+    def handle_websocket_upgrade(self) -> None:
+        self._phase = _UPGRADED
+        self._disarm()
+        super().handle_websocket_upgrade()
+
+    # httptools callbacks, around uvicorn's
+
     def on_headers_complete(self) -> None:
+        self._phase = _BODY
+        self._head_left = self._max_head
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
         route = self._direct_route()
         if route is None:
             super().on_headers_complete()
@@ -83,6 +180,83 @@ class DirectHttpToolsProtocol(HttpToolsProtocol):
             # Pipelined behind a reply still in progress: uvicorn's queue starts it after that one.
             self.flow.pause_reading()
             self.pipeline.appendleft((cycle, self.app))  # type: ignore[arg-type]
+
+    def on_message_complete(self) -> None:
+        self._phase = _IDLE
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+        HttpToolsProtocol.on_message_complete(self)  # not super(): this runs per request
+
+    # The bounds
+
+    def _feed_to_head_limit(self, data: bytes) -> None:
+        """`data` would take the head past its limit: feed what fits, then refuse if the head is still open."""
+        allowed = self._head_left
+        self._head_left = 0  # on_headers_complete sets it back if the head ends within `allowed`
+        if allowed:
+            super().data_received(data[:allowed])
+            if self.transport.is_closing():
+                return
+        if self._head_left == 0:
+            log.info("a request head over %d bytes: answered 431, connection closed", self._max_head)
+            self._answer_and_close(431, "Request line and headers are too large.")
+            return
+        self.data_received(data[allowed:])
+
+    def _head_expired(self) -> None:
+        self._head_timer = None
+        cycle = self.cycle
+        if self.flow.read_paused or (cycle is not None and not cycle.response_complete):
+            # Not the client's delay: it waits for a reply, or we stopped reading (pipelining).
+            self._head_timer = self.loop.call_later(self._header_timeout, self._head_expired)
+            return
+        log.info("no complete request head within %g s: connection closed", self._header_timeout)
+        self.transport.close()
+
+    def _body_expired(self) -> None:
+        self._body_timer = None
+        if self.flow.read_paused:  # we stopped reading until the app reads: not the client's delay
+            self._body_timer = self.loop.call_later(self._body_timeout, self._body_expired)
+            return
+        log.info("no complete request body within %g s: connection closed", self._body_timeout)
+        self._answer_and_close(408, "The request body did not arrive in time.")
+
+    def _answer_and_close(self, status: int, message: str) -> None:
+        """Answer `status` if that is still in order, then close the connection."""
+        cycle = self.cycle
+        # In a body, `cycle` is this request's: answer unless the app has (it may refuse a body unread).
+        # In a head, it is the request before, if any: a reply now must not overtake that one's.
+        answer = not cycle.response_started if self._phase == _BODY else cycle is None or cycle.response_complete
+        if cycle is not None and not cycle.response_complete:
+            cycle.disconnected = True  # whatever the app still does for it, nobody is there to read it
+        if answer:
+            self._write_error(status, message)
+        self._disarm()
+        self.transport.close()
+
+    def _write_error(self, status: int, message: str) -> None:
+        content = [STATUS_LINE[status]]
+        for name, value in self.server_state.default_headers:
+            content += (name, b": ", value, b"\r\n")
+        body = message.encode("ascii")
+        content += (
+            b"content-type: text/plain; charset=utf-8\r\n",
+            b"content-length: %d\r\n" % len(body),
+            b"connection: close\r\n\r\n",
+            body,
+        )
+        self.transport.write(b"".join(content))
+
+    def _disarm(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    # The shortcut
 
     def _direct_route(self) -> DirectRoute | None:
         """The route if this request may skip ASGI (see the module's docstring), with the scope filled in."""
@@ -164,6 +338,11 @@ class _DirectCycle:
         self.received = False
         self.response_complete = False
         self.message_event = _Wakeup()
+
+    @property
+    def response_started(self) -> bool:
+        """uvicorn's name: the reply is written whole, so started is done."""
+        return self.response_complete
 
     async def run_asgi(self, app: object) -> None:
         """Named for uvicorn, which starts every cycle this way; `app` is the DirectRoutes already held."""

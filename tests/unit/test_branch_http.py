@@ -25,7 +25,7 @@ from urllib.parse import urlencode
 import pytest
 import uvloop
 
-from fastdtm.branch_http import BranchHttpError, HttpClient, NotSent, encode_request, parse_url
+from fastdtm.branch_http import BranchHttpError, HttpClient, NotSent, check_header, encode_request, parse_url
 from fastdtm.invoker import Invoker, branch_url, call_headers
 from fastdtm.kinds.base import Call
 from fastdtm.models import Options, Transaction
@@ -133,8 +133,10 @@ async def wait_until(check: Callable[[], bool], timeout: float = 3.0) -> None:
 
 
 @asynccontextmanager
-async def client(keepalive: float = 30.0, ssl: ssl.SSLContext | None = None) -> AsyncIterator[HttpClient]:
-    http = HttpClient(keepalive, ssl)
+async def client(
+    keepalive: float = 30.0, ssl: ssl.SSLContext | None = None, **limits: int
+) -> AsyncIterator[HttpClient]:
+    http = HttpClient(keepalive, ssl, **limits)
     try:
         yield http
     finally:
@@ -193,6 +195,37 @@ def test_close_ends_every_connection_and_later_calls_fail(run: Run) -> None:
             await wait_until(lambda: server.ended == 1)
             with pytest.raises(BranchHttpError, match="closed"):
                 await get(http, server.url("/"))
+
+    run(main())
+
+
+def test_idle_connections_beyond_the_cap_per_origin_are_closed(run: Run) -> None:
+    async def slow(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        await asyncio.sleep(0.05)
+        return await answer_ok(seen, reader, writer)
+
+    async def main() -> None:
+        async with RawServer(slow) as server, RawServer(slow) as other, client(max_idle=2) as http:
+            replies = await asyncio.gather(*(get(http, server.url("/c")) for _ in range(5)))
+            assert replies == [(200, b"ok /c")] * 5
+            assert server.connections == 5
+            await wait_until(lambda: server.ended == 3)  # two stay pooled
+            # The cap is per origin: another one keeps its own two.
+            await asyncio.gather(*(get(http, other.url("/c")) for _ in range(3)))
+            await wait_until(lambda: other.ended == 1)
+            await asyncio.gather(*(get(http, server.url("/c")) for _ in range(2)))
+            assert (server.connections, server.ended) == (5, 3)
+
+    run(main())
+
+
+def test_no_idle_connection_is_kept_with_a_cap_of_zero(run: Run) -> None:
+    async def main() -> None:
+        async with RawServer(answer_ok) as server, client(max_idle=0) as http:
+            for _ in range(3):
+                assert await get(http, server.url("/")) == (200, b"ok /")
+            assert server.connections == 3
+            await wait_until(lambda: server.ended == 3)
 
     run(main())
 
@@ -323,9 +356,93 @@ def test_a_megabyte_each_way(run: Run) -> None:
 
     async def main() -> None:
         body = os.urandom(1 << 20)
-        async with RawServer(echo) as server, client() as http:
+        async with RawServer(echo) as server, client(max_reply_bytes=1 << 20) as http:
             assert await http.request("POST", server.url("/big"), {}, body, 5) == (200, body[::-1])
             assert await get(http, server.url("/"), 5) == (200, b"")
+
+    run(main())
+
+
+CAP = 64 * 1024
+
+
+@dataclass
+class Endless:
+    """Answers /big with a reply body that never ends (until the client goes), framed as asked; anything else ok."""
+
+    framing: str  # "length" (a Content-Length of 256 MiB), "chunked", or "close" (no framing: until the end)
+    sent: int = 0  # body bytes written to /big
+
+    async def __call__(self, seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        if seen.target != "/big":
+            return await answer_ok(seen, reader, writer)
+        head = {"length": "Content-Length: 268435456\r\n", "chunked": "Transfer-Encoding: chunked\r\n", "close": ""}
+        writer.write(f"HTTP/1.1 200 OK\r\n{head[self.framing]}\r\n".encode())
+        chunked = self.framing == "chunked"
+        piece = b"10000\r\n" + b"y" * 65536 + b"\r\n" if chunked else b"FAILURE " + b"x" * 65528
+        while self.sent < 256 << 20:
+            writer.write(piece)
+            self.sent += len(piece)
+            await writer.drain()
+        return False
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/status") as status:
+        kib = next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+    return kib * 1024
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked", "close"])
+def test_a_reply_body_is_read_up_to_the_cap_and_its_connection_closed(run: Run, framing: str) -> None:
+    # Issue 12: a 256 MiB reply was read whole (RSS +518 MiB). Now: the first CAP bytes, then the connection goes.
+    handler = Endless(framing)
+
+    async def main() -> None:
+        async with RawServer(handler) as server, client(max_reply_bytes=CAP) as http:
+            assert await get(http, server.url("/warm")) == (200, b"ok /warm")
+            before = rss_bytes()
+            status, body = await get(http, server.url("/big"), timeout=10)
+            grown = rss_bytes() - before
+            assert status == 200 and len(body) == CAP
+            assert body.startswith(b"FAILURE " if framing != "chunked" else b"yyyy")  # classified on what was read
+            assert grown < 8 << 20, f"RSS grew {grown} bytes"
+            await wait_until(lambda: server.ended == 1)
+            assert handler.sent < 32 << 20  # the rest was never read
+            assert await get(http, server.url("/after")) == (200, b"ok /after")  # on a new connection
+            assert server.connections == 2
+
+    run(main())
+
+
+def test_a_reply_within_the_cap_keeps_its_connection(run: Run) -> None:
+    async def exact(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(reply(b"z" * CAP))
+        return True
+
+    async def main() -> None:
+        async with RawServer(exact) as server, client(max_reply_bytes=CAP) as http:
+            assert await get(http, server.url("/")) == (200, b"z" * CAP)
+            assert await get(http, server.url("/")) == (200, b"z" * CAP)
+            assert server.connections == 1
+
+    run(main())
+
+
+def test_reply_headers_over_the_cap_fail_the_call(run: Run) -> None:
+    async def long_head(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Pad: ")
+        for _ in range(64):
+            writer.write(b"p" * 4096)
+            await writer.drain()
+        writer.write(b"\r\nContent-Length: 2\r\n\r\nok")
+        return True
+
+    async def main() -> None:
+        async with RawServer(long_head) as server, client(max_reply_bytes=CAP) as http:
+            with pytest.raises(BranchHttpError, match="reply headers over 65536 bytes"):
+                await get(http, server.url("/"))
+            await wait_until(lambda: server.ended == 1)
 
     run(main())
 
@@ -603,6 +720,36 @@ def test_encode_request() -> None:
     )
     with pytest.raises(BranchHttpError, match="line break"):
         encode_request("GET", target, {"X-Evil": "a\r\nGET /smuggled HTTP/1.1"}, None)
+    with pytest.raises(BranchHttpError, match="not a token"):
+        encode_request("GET", target, {"X Evil": "a"}, None)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("X-Token", "Bearer abc"), ("a!#$%&'*+-.^_`|~9", "tab\tinside"), ("X-Utf8", "naïve ünïcode"), ("X-Empty", "")],
+)
+def test_check_header_accepts(name: str, value: str) -> None:
+    check_header(name, value)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "words"),
+    [
+        ("", "v", "header name '' is not a token"),
+        ("X Space", "v", "'X Space' is not a token"),
+        ("X:Colon", "v", "is not a token"),
+        ("Näme", "v", "is not a token"),
+        ("X-Nul\x00", "v", "is not a token"),
+        ("X-CR", "a\rb", "holds a line break"),
+        ("X-LF", "a\nb", "holds a line break"),
+        ("X-Nul", "a\x00b", r"holds the control character '\\x00'"),
+        ("X-Esc", "a\x1bb", r"holds the control character '\\x1b'"),
+        ("X-Del", "a\x7fb", r"holds the control character '\\x7f'"),
+    ],
+)
+def test_check_header_refuses(name: str, value: str, words: str) -> None:
+    with pytest.raises(BranchHttpError, match=words):
+        check_header(name, value)
 
 
 @pytest.mark.parametrize(

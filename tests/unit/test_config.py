@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastdtm.cli import main
+from fastdtm.cli import _SERVE_FLAGS, main
 from fastdtm.config import DEFAULT_STORE, Settings, SettingsError
 
 
@@ -42,6 +42,16 @@ def test_worker_environment_round_trips() -> None:
         ({"FASTDTM_SHARDS": "0"}, "'shards' must be within"),
         ({"FASTDTM_CLAIM_BATCH": "5000"}, "'claim_batch' must be within"),
         ({"FASTDTM_STORE": "mysql://x"}, r"redis:// or redis\+cluster://"),
+        ({"FASTDTM_HEADER_TIMEOUT": "0"}, "'header_timeout' must be > 0"),
+        ({"FASTDTM_BODY_TIMEOUT": "-1"}, "'body_timeout' must be > 0"),
+        ({"FASTDTM_KEEP_ALIVE_TIMEOUT": "0"}, "'keep_alive_timeout' must be > 0"),
+        ({"FASTDTM_MAX_HEADER_BYTES": "100"}, "'max_header_bytes' must be >= 1024"),
+        ({"FASTDTM_BRANCH_MAX_REPLY_BYTES": "10"}, "'branch_max_reply_bytes' must be >= 1024"),
+        ({"FASTDTM_BRANCH_MAX_IDLE": "-1"}, "'branch_max_idle' must be >= 0"),
+        ({"FASTDTM_METRIC_LABEL_VALUES": "0"}, "'metric_label_values' must be >= 1"),
+        ({"FASTDTM_MAX_BODY_BYTES": "-1"}, "'max_body_bytes' must be >= 1"),
+        ({"FASTDTM_CRON_CONCURRENCY": "0"}, "'cron_concurrency' must be >= 1"),
+        ({"FASTDTM_MAX_CLOCK_SKEW": "-0.1"}, "'max_clock_skew' must be >= 0"),
     ],
 )
 def test_unusable_settings_are_refused(env: dict[str, str], words: str) -> None:
@@ -57,3 +67,37 @@ def test_cli_reports_a_bad_setting_and_exits_2(capsys: pytest.CaptureFixture[str
 def test_cli_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["version"]) == 0
     assert capsys.readouterr().out.strip()
+
+
+BOUNDS = {
+    "max_header_bytes": ("--max-header-bytes", 64 * 1024, "2048"),
+    "header_timeout": ("--header-timeout", 10.0, "2.5"),
+    "body_timeout": ("--body-timeout", 30.0, "4"),
+    "keep_alive_timeout": ("--keep-alive-timeout", 5.0, "0.5"),
+    "branch_max_reply_bytes": ("--branch-max-reply-bytes", 64 * 1024, "4096"),
+    "branch_max_idle": ("--branch-max-idle", 64, "0"),
+    "metric_label_values": ("--metric-label-values", 64, "8"),
+}
+
+
+def test_resource_bounds_have_defaults_env_twins_and_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    defaults = Settings.from_env({})
+    assert {name: getattr(defaults, name) for name in BOUNDS} == {name: bound[1] for name, bound in BOUNDS.items()}
+    given = Settings.from_env({f"FASTDTM_{name.upper()}": bound[2] for name, bound in BOUNDS.items()})
+    assert {name: str(getattr(given, name)) for name in BOUNDS} == {
+        "max_header_bytes": "2048",
+        "header_timeout": "2.5",
+        "body_timeout": "4.0",
+        "keep_alive_timeout": "0.5",
+        "branch_max_reply_bytes": "4096",
+        "branch_max_idle": "0",
+        "metric_label_values": "8",
+    }
+    again = Settings.from_env(given.to_env())  # what --workers hands its worker processes
+    assert {name: getattr(again, name) for name in BOUNDS} == {name: getattr(given, name) for name in BOUNDS}
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    help_text = capsys.readouterr().out
+    for name, (flag, _, _) in BOUNDS.items():
+        assert _SERVE_FLAGS[flag][0] == name
+        assert flag in help_text

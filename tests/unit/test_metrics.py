@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from fastdtm import __version__
-from fastdtm.metrics import CONTENT_TYPE, Metrics, api_label
+from fastdtm.metrics import CONTENT_TYPE, LABEL_VALUES, Metrics, api_label
 
 # One exposition line (text format 0.0.4): a HELP or TYPE comment, or `name{label="value",...} number`.
 NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
@@ -168,3 +168,37 @@ def test_instances_share_nothing() -> None:
     first, second = Metrics(), Metrics()
     first.api_call("submit", True, 0.001)
     assert not [s for s in scrape(second) if s.name == "dtm_server_process_total"]
+
+
+def test_client_chosen_branch_labels_keep_their_first_values_then_read_other() -> None:
+    metrics = Metrics(label_values=3)
+    for branch_id in ("01", "02", "03", "04", "05"):
+        metrics.branch_done("tcc", branch_id, "confirm", True)
+    for op in ("action", "compensate", "confirm", "step-x", "step-y"):
+        metrics.branch_done("workflow", "01", op, True)
+    ok = {"status": "ok"}
+    assert value(metrics, "dtm_branch_process_total", model="tcc", branchid="03", branchtype="confirm", **ok) == 1
+    assert value(metrics, "dtm_branch_process_total", model="tcc", branchid="other", branchtype="confirm", **ok) == 2
+    # "confirm" was kept already; "action" and "compensate" take the other two places.
+    assert value(metrics, "dtm_branch_process_total", model="workflow", branchid="01", branchtype="action", **ok) == 1
+    assert value(metrics, "dtm_branch_process_total", model="workflow", branchid="01", branchtype="other", **ok) == 2
+    # A value kept goes on counting under its own name.
+    metrics.branch_done("saga", "02", "confirm", False)
+    assert value(metrics, "dtm_branch_process_total", model="saga", branchid="02", branchtype="confirm", status="fail")
+
+
+def test_five_thousand_branch_ids_leave_the_scrape_bounded() -> None:
+    # Issue 12: 1,500 client-chosen ids made 1,507 series; now the family is bounded whatever clients send.
+    metrics = busy_metrics()
+    before = len(metrics.render()[0])
+    for i in range(5000):
+        metrics.branch_done("tcc", f"id-{i}", "confirm" if i % 2 else "cancel", i % 3 == 0)
+        metrics.branch_done("workflow", "01", f"op-{i}", True)
+    samples = [s for s in scrape(metrics) if s.name == "dtm_branch_process_total"]
+    ids = {s.labels["branchid"] for s in samples}
+    ops = {s.labels["branchtype"] for s in samples}
+    assert len(ids) <= LABEL_VALUES + 1 and "other" in ids
+    assert len(ops) <= LABEL_VALUES + 1 and "other" in ops
+    assert sum(s.value for s in samples) == 2 + 10_000  # nothing is dropped, only relabelled
+    # 5 models x (N + 1) ids x (N + 1) ops x 2 statuses at the very worst; here far less.
+    assert len(metrics.render()[0]) < before + 150 * 1024

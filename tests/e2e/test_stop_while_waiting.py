@@ -1,0 +1,59 @@
+"""`fastdtm serve` stops on SIGTERM or SIGINT while it still waits for its store (issue 12, item 11): it used
+to need SIGKILL, in the single-process mode and with `--workers N` alike."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.support.node import DEFAULT_COMMAND, node_env
+from tests.support.processes import LoggedProcess
+from tests.support.redis_servers import HOST, free_port
+
+
+def wait_for(check: Callable[[], bool], what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def children(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_node_waiting_for_its_store_stops_on_a_signal(tmp_path: Path, workers: int, signum: int) -> None:
+    nobody = free_port()  # a Redis port nothing listens on
+    argv = [*DEFAULT_COMMAND, "serve", "--store", f"redis://{HOST}:{nobody}/0", "--host", HOST]
+    argv += ["--port", str(free_port()), "--workers", str(workers)]
+    process = LoggedProcess(argv, log_path=tmp_path / "node.log", cwd=tmp_path, env=node_env())
+    try:
+        waiting = "waiting for the store"
+        wait_for(lambda: process.log_text().count(waiting) >= workers, f"not waiting:\n{process.log_tail()}", 20)
+        time.sleep(1.0)
+        os.kill(process.pid, signum)
+        wait_for(lambda: not process.alive(), f"still running 5 s after the signal:\n{process.log_tail()}", 5)
+    finally:
+        # If it did not stop, its workers would outlive a SIGKILL of the supervisor: they go first.
+        for child in children(process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGKILL)
+        process.kill()
+    log = process.log_text()
+    if workers == 1:
+        assert process.returncode != 0  # it ends by the signal itself
+        assert f"{signal.Signals(signum).name} while waiting for the store" in log, log
+    else:
+        # uvicorn's supervisor stops on the signal, with SIGTERM to each worker, which says why it ends.
+        assert log.count("SIGTERM while waiting for the store") == workers, log
