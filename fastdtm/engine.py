@@ -42,7 +42,16 @@ from fastdtm.clock import Clock
 from fastdtm.errors import AlreadyExists, Fenced, Held, Stale, StoreError, TransNotFound
 from fastdtm.invoker import CallResult, Invoker
 from fastdtm.kinds import kind_for
-from fastdtm.kinds.base import Call, Kind, Policy, Round, Step, branch_status_after, reset_interval_ms
+from fastdtm.kinds.base import (
+    Call,
+    Kind,
+    Policy,
+    Round,
+    Step,
+    backoff_ms,
+    branch_status_after,
+    reset_interval_ms,
+)
 from fastdtm.metrics import Metrics
 from fastdtm.models import Branch, Transaction
 from fastdtm.states import TERMINAL, BranchStatus, Outcome, TransStatus
@@ -131,20 +140,20 @@ class Engine:
         return sent + (held_until_ms - sent_ms - self.skew_ms) / 1000
 
     async def run(
-        self, claim: Claim, *, stored: asyncio.Future[None] | None = None, entered: bool = False
+        self, claim: Claim, *, stored: asyncio.Future[None] | None = None, reserved: bool = False
     ) -> RoundResult:
         """One round on a claimed transaction; none if this node already runs one for the gid.
 
         claim.created=False: the transaction is not in the store yet (see `start`); `stored`, if given,
-        resolves once it is, or fails with whatever kept it from being stored. entered=True: the caller
-        has marked the gid active already, and unmarks it.
+        resolves once it is, or fails with whatever kept it from being stored. reserved=True: the caller
+        marked the gid active for this round already (`_reserve`); the round releases it either way.
         """
         gid = claim.trans.gid
         active = self._active
-        if not entered:
+        if not reserved:
             if gid in active:
                 return RoundResult(claim.trans, completed=False)
-            # _enter and _leave spelled out: every round of the hot path passes here.
+            # _reserve and _release spelled out: every round of the hot path passes here.
             active.add(gid)
             self.metrics.rounds_in_flight(len(active))
         ok = False
@@ -153,17 +162,16 @@ class Engine:
             ok = result.completed and result.last_error is None  # DTM's: no error; ONGOING counts as fail
             return result
         finally:
-            if not entered:
-                active.discard(gid)
-                self.metrics.rounds_in_flight(len(active))
+            active.discard(gid)
+            self.metrics.rounds_in_flight(len(active))
             trans = claim.trans
             self.metrics.round_done(trans.trans_type, ok, (self.clock.now_ms() - trans.create_ms) / 1000)
 
-    def _enter(self, gid: str) -> None:
+    def _reserve(self, gid: str) -> None:
         self._active.add(gid)
         self.metrics.rounds_in_flight(len(self._active))
 
-    def _leave(self, gid: str) -> None:
+    def _release(self, gid: str) -> None:
         self._active.discard(gid)
         self.metrics.rounds_in_flight(len(self._active))
 
@@ -184,13 +192,17 @@ class Engine:
         if wait:
             return await self.run(claim)
         stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.spawn(claim, stored=stored)
+        # Reserved now, not when the task starts: a second submit of this gid arriving before then must
+        # see a round running (and create nothing) rather than start another one.
+        self._reserve(trans.gid)
+        self.spawn(claim, stored=stored, reserved=True)
         await stored
         return None
 
-    def spawn(self, claim: Claim, *, stored: asyncio.Future[None] | None = None) -> None:
+    def spawn(self, claim: Claim, *, stored: asyncio.Future[None] | None = None, reserved: bool = False) -> None:
         """Run a round in the background; a failure is logged and left to the cron."""
-        self._background_task(claim.trans.gid, functools.partial(self.run, claim, stored=stored), stored)
+        run = functools.partial(self.run, claim, stored=stored, reserved=reserved)
+        self._background_task(claim.trans.gid, run, stored)
 
     def _background_task(
         self, gid: str, work: Callable[[], Awaitable[object]], stored: asyncio.Future[None] | None = None
@@ -229,15 +241,18 @@ class Engine:
         there is nothing to do here: a round of this node or another holds it, or it is finished."""
         if gid in self._active:
             return None
-        self._enter(gid)  # before the take: no other round of this node starts meanwhile
+        self._reserve(gid)  # before the take: no other round of this node starts meanwhile
         try:
-            try:
-                claim = await self.take(gid)
-            except Held:
-                return None
-            return None if claim is None else await self.run(claim, entered=True)
-        finally:
-            self._leave(gid)
+            claim = await self.take(gid)
+        except Held:
+            claim = None
+        except BaseException:
+            self._release(gid)
+            raise
+        if claim is None:
+            self._release(gid)
+            return None
+        return await self.run(claim, reserved=True)
 
     def advance_later(self, gid: str) -> None:
         """`advance` in the background; a failure is logged and left to the cron."""
@@ -248,9 +263,9 @@ class Engine:
     ) -> None:
         try:
             await work()
-        except AlreadyExists:
-            pass  # reported to the caller through `stored`: nothing was written
         except StoreError as exc:
+            if stored is not None and stored.done() and not stored.cancelled() and stored.exception() is exc:
+                return  # its create failed (the gid is taken, by another type...): the caller reports it
             log.warning("round stopped: %s; the cron will resume it", exc, extra={"gid": gid})
         except Exception:
             log.exception("round failed; the cron will resume it", extra={"gid": gid})
@@ -442,7 +457,7 @@ class _Runner:
         if moved:
             schedule.interval_ms = self.reset_ms
         elif outcome is not Outcome.ONGOING:
-            schedule.interval_ms *= 2
+            schedule.interval_ms = backoff_ms(schedule.interval_ms, self.reset_ms)
         schedule.next_cron_ms = self.rnd.now_ms + schedule.interval_ms
         schedule.dirty = True
 

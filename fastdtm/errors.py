@@ -2,7 +2,8 @@
 
 FastdtmError
 ├── ApiError                 answered to the caller as (status, body)
-│   ├── BadRequest           400: the body is not JSON / not an object
+│   ├── BadRequest           400: the body is not JSON / not an object, a cursor this server did not issue
+│   │   └── NotAnObject      400: the body is JSON, but not an object (JSON-RPC tells the two apart)
 │   ├── PayloadTooLarge      413
 │   ├── Invalid              422: well-formed JSON with wrong fields or values
 │   ├── NotFound             404: no transaction with that gid
@@ -42,6 +43,10 @@ class ApiError(FastdtmError):
 
 class BadRequest(ApiError):
     status_code = 400
+
+
+class NotAnObject(BadRequest):
+    pass
 
 
 class PayloadTooLarge(ApiError):

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import field
 from typing import Any, Final
 
-from fastdtm.branch_http import BranchHttpError, parse_url
+from fastdtm.branch_http import BranchHttpError, check_header, parse_url
 from fastdtm.errors import Invalid
 from fastdtm.records import record
 from fastdtm.states import BranchStatus, TransStatus, TransType
@@ -24,6 +24,23 @@ GID_PATTERN: Final = re.compile(r"[!-:<-~]{1,128}")
 BRANCH_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9_\-]{1,128}")
 #: A transaction's step count is bounded: a saga of thousands of steps is a mistake, not a use.
 MAX_STEPS: Final = 1000
+#: Branch records of one transaction, whatever made them: a saga's two per step, a msg's topics fanned out
+#: to their subscribers, tcc/xa/workflow branches registered one by one.
+MAX_BRANCHES: Final = 2 * MAX_STEPS
+#: Decimal digits as JSON and query strings write them: str.isdigit() also takes "²", which int() refuses.
+ASCII_DIGITS: Final = re.compile(r"[0-9]{1,18}")
+#: The latest time a client may name, in ms (9999-12-31T23:59:59.999Z): later ones cannot be shown.
+MAX_TIME_MS: Final = 253_402_300_799_999
+#: The largest value of each numeric option, in its unit (seconds, or a count): what a client sends beyond
+#: it is refused (422), so that no stored transaction has a time that cannot be scheduled or shown, and no
+#: call or retry loop is unbounded. docs/compatibility.md, "Limits".
+OPTION_LIMITS: Final = {
+    "timeout_to_fail": 365 * 86_400,
+    "retry_interval": 86_400,
+    "request_timeout": 3_600,
+    "retry_limit": 1_000,
+    "retry_count": 1_000,
+}
 
 
 @record
@@ -166,7 +183,7 @@ class TransRequest:
             query_prepared=fields.text("query_prepared"),
             protocol=protocol,
             rollback_reason=fields.text("rollback_reason"),
-            options=Options.from_json(data),
+            options=_checked(Options.from_json(data)),
             req_extra=fields.str_map("req_extra"),
         )
 
@@ -180,6 +197,20 @@ class TransRequest:
 
     def trans_type_enum(self) -> TransType:
         return parse_trans_type(self.trans_type)
+
+
+def _checked(options: Options) -> Options:
+    """A request's options, refused beyond OPTION_LIMITS, or with branch headers the branch client could not
+    send (every call would fail, for ever). Stored options are read as they are."""
+    for name, limit in OPTION_LIMITS.items():
+        if (value := getattr(options, name)) > limit:
+            raise Invalid(f"field '{name}' must be within 0..{limit}, got {value}.")
+    for header, value in options.branch_headers.items():
+        try:
+            check_header(header, value)
+        except BranchHttpError as exc:
+            raise Invalid(f"branch_headers: {exc}") from None
+    return options
 
 
 def parse_trans_type(value: str) -> TransType:

@@ -97,7 +97,10 @@ class Service:
     async def prepare(self, req: TransRequest) -> None:
         trans, branches = await self._new(req, TransStatus.PREPARED)
         _check_prepare(trans)
-        existing = await self.store.create(trans, branches)
+        try:
+            existing = await self.store.create(trans, branches)
+        except Refused as exc:  # the gid is a transaction of another type
+            raise Conflict(str(exc)) from None
         if existing not in (None, TransStatus.PREPARED):
             raise Conflict(f"current status '{existing}', cannot prepare.")
 
@@ -105,8 +108,11 @@ class Service:
         """Start a workflow, or return it as stored (with its progress) if the gid is known."""
         trans, branches = await self._new(req, TransStatus.PREPARED)
         _check_prepare(trans)
-        if await self.store.create(trans, branches) is None:
-            return trans, branches
+        try:
+            if await self.store.create(trans, branches) is None:
+                return trans, branches
+        except Refused as exc:
+            raise Conflict(str(exc)) from None
         return await self._load(req.gid)
 
     async def submit(self, req: TransRequest) -> None:
@@ -115,26 +121,29 @@ class Service:
             return
         trans, branches = await self._new(req, TransStatus.SUBMITTED)
         wait = req.options.wait_result
-        if trans.trans_type in PREPARED_FIRST:
-            # Its prepare stored it, as a rule: submit it and hand it to this node's round in one script.
-            # The round is awaited here, not inside a helper: every await level is paid again at each
-            # of the round's I/O resumptions.
-            try:
-                claim = await self._submit_prepared(req)
-            except TransNotFound:
-                pass  # submitted without a prepare: created below like a saga
-            except Stale as exc:
-                await self._resubmit(req, TransStatus(exc.current), wait=wait)
-                return
-            else:
-                await self._process(claim, wait=wait)
-                return
+        # Not a helper with its own try: the round is awaited here, and every await level is paid again
+        # at each of the round's I/O resumptions.
         try:
-            # Stored by the round's first write: one script for a saga that needs no branch I/O.
-            result = await self.engine.start(trans, branches, wait=wait)
-        except AlreadyExists as exc:
-            await self._resubmit(req, TransStatus(exc.status), wait=wait)
-            return
+            if trans.trans_type in PREPARED_FIRST:
+                # Its prepare stored it, as a rule: submit it and hand it to this node's round in one script.
+                try:
+                    claim = await self._submit_prepared(req)
+                except TransNotFound:
+                    pass  # submitted without a prepare: created below like a saga
+                except Stale as exc:
+                    await self._resubmit(req, TransStatus(exc.current), wait=wait)
+                    return
+                else:
+                    await self._process(claim, wait=wait)
+                    return
+            try:
+                # Stored by the round's first write: one script for a saga that needs no branch I/O.
+                result = await self.engine.start(trans, branches, wait=wait)
+            except AlreadyExists as exc:
+                await self._resubmit(req, TransStatus(exc.status), wait=wait)
+                return
+        except Refused as exc:  # the gid is a transaction of another type: nothing was written
+            raise Conflict(str(exc)) from None
         if result is not None:
             await self._report_round(result)
 
@@ -201,6 +210,7 @@ class Service:
             fields=fields,
             next_cron_ms=now + self.engine.hold_ms(interval),
             interval_ms=interval,
+            trans_type=req.trans_type,
         )
         return await self.engine.take_over(change)
 
@@ -217,11 +227,14 @@ class Service:
             self.clock.now_ms(),
             rollback_reason=req.req_extra.get("rollback_reason", ""),
             fields=fields,
+            trans_type=TransType.WORKFLOW,
         )
         try:
             await self.store.transition(change)
         except Stale as exc:
             raise Conflict(f"current status '{exc.current}', cannot submit.") from None
+        except Refused as exc:  # a workflow's verdict cannot finish a tcc or xa without its second phase
+            raise Conflict(str(exc)) from None
         except TransNotFound:
             raise _missing(req.gid) from None
 
@@ -238,6 +251,8 @@ class Service:
 
     async def abort(self, req: TransRequest) -> None:
         trans, _ = await self._load(req.gid)
+        if req.trans_type and req.trans_type != trans.trans_type:
+            raise Conflict(f"transaction '{req.gid}' is a {trans.trans_type}, not a {req.trans_type}.")
         if trans.trans_type is TransType.MSG and trans.status is TransStatus.PREPARED:
             await self._change(trans, TransStatus.FAILED, req.rollback_reason)
             return
@@ -258,6 +273,7 @@ class Service:
             rollback_reason=req.rollback_reason,
             next_cron_ms=now + self.engine.hold_ms(interval),
             interval_ms=interval,
+            trans_type=trans.trans_type,
         )
         try:
             claim = await self.engine.take_over(change)

@@ -31,6 +31,8 @@ CAT: Final = "topics"
 #: DTM's branch URL column is 1024 characters; a subscriber's URL becomes a branch URL.
 MAX_URL: Final = 1024
 MAX_REMARK: Final = 1024
+#: Subscribers of one topic: each becomes a branch of every msg sent to it (models.MAX_BRANCHES in all).
+MAX_SUBSCRIBERS: Final = 100
 #: Compare-and-set attempts per change before giving up; each lost attempt means another writer won.
 ATTEMPTS: Final = 20
 #: Upper bound of the random pause after the n-th lost attempt: min(cap, base * 2**n) ms.
@@ -117,6 +119,8 @@ def with_subscriber(topic: str, current: list[Subscriber] | None, new: Subscribe
     current = current or []
     if any(s.url == new.url for s in current):
         raise Conflict(f"this url exists: '{new.url}' already subscribes to topic '{topic}'.")
+    if len(current) >= MAX_SUBSCRIBERS:
+        raise Conflict(f"topic '{topic}' has {len(current)} subscribers: at most {MAX_SUBSCRIBERS}.")
     return [*current, new]
 
 

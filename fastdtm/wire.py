@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
-from fastdtm.errors import BadRequest, Invalid
+from fastdtm.errors import BadRequest, Invalid, NotAnObject
 from fastdtm.models import Branch, Transaction
 
 
@@ -23,7 +23,7 @@ def decode_object(body: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise BadRequest("request body must be a JSON object.")
+        raise NotAnObject("request body must be a JSON object.")
     return data
 
 
@@ -53,10 +53,18 @@ def decode(text: str | bytes) -> Any:
     return orjson.loads(text)
 
 
+#: The times `go_time` can show, in ms: datetime's range (years 1..9999), a day inside it for time zones.
+_SHOWN_MS: Final = (-62_135_510_400_000, 253_402_214_400_000)
+
+
 def go_time(ms: int) -> str:
-    """A Unix time in ms as Go's RFC3339Nano in local time."""
+    """A Unix time in ms as Go's RFC3339Nano in local time.
+
+    A time outside the years datetime can show is shown at the nearest end instead of failing the whole
+    reply: nothing stored may make a read fail (limits keep new ones inside; an older version's might not)."""
+    ms = min(max(ms, _SHOWN_MS[0]), _SHOWN_MS[1])
     moment = datetime.fromtimestamp(ms / 1000, tz=UTC).astimezone()
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    text = f"{moment.year:04d}{moment.strftime('-%m-%dT%H:%M:%S')}"  # %Y does not pad years before 1000
     if frac := ms % 1000:
         text += f".{frac:03d}".rstrip("0")
     offset = moment.utcoffset()

@@ -9,9 +9,12 @@ from starlette.routing import Route
 from fastdtm import __version__, wire
 from fastdtm.api.http import json_response, read_object, success
 from fastdtm.errors import BadRequest, Invalid
-from fastdtm.models import BranchRequest, TransRequest, parse_gid
+from fastdtm.models import ASCII_DIGITS, MAX_TIME_MS, BranchRequest, TransRequest, parse_gid
 from fastdtm.service import Service, new_gid
 from fastdtm.store.base import ListQuery
+
+#: resetCronTime's `timeout`: how far ahead (s) a transaction may be scheduled and still be left alone.
+MAX_RESET_AHEAD = 10 * 365 * 86_400
 
 
 def _service(request: Request) -> Service:
@@ -73,7 +76,7 @@ async def reset_cron_time(request: Request) -> Response:
     params = request.query_params
     timeout = params.get("timeout")
     moved, more = await _service(request).reset_cron_time(
-        _int_param(timeout, "timeout", default=0) if timeout else None,
+        _int_param(timeout, "timeout", default=0, high=MAX_RESET_AHEAD) if timeout else None,
         _int_param(params.get("limit"), "limit", default=100, low=1, high=100_000),
     )
     return json_response({"has_remaining": more, "succeed_count": moved})
@@ -105,18 +108,18 @@ async def all_transactions(request: Request) -> Response:
             position=params.get("position", ""),
             status=params.get("status", ""),
             trans_type=params.get("transType", ""),
-            create_from_ms=_int_param(params.get("createTimeStart"), "createTimeStart", default=0),
-            create_to_ms=_int_param(params.get("createTimeEnd"), "createTimeEnd", default=0),
+            create_from_ms=_int_param(params.get("createTimeStart"), "createTimeStart", default=0, high=MAX_TIME_MS),
+            create_to_ms=_int_param(params.get("createTimeEnd"), "createTimeEnd", default=0, high=MAX_TIME_MS),
         )
     )
     transactions = [wire.trans_json(t) for t in page.transactions]
     return json_response({"transactions": transactions, "next_position": page.next_position})
 
 
-def _int_param(raw: str | None, name: str, *, default: int, low: int = 0, high: int = 2**62) -> int:
+def _int_param(raw: str | None, name: str, *, default: int, low: int = 0, high: int) -> int:
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not low <= int(raw) <= high:
+    if not ASCII_DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
         raise Invalid(f"query parameter '{name}' must be an integer within {low}..{high}, got '{raw[:40]}'.")
     return int(raw)
 

@@ -15,7 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from fastdtm.api.http import json_response, read_object
-from fastdtm.errors import ApiError, BadRequest, Conflict, Invalid, Ongoing, PayloadTooLarge, StoreError
+from fastdtm.errors import ApiError, BadRequest, Conflict, Invalid, NotAnObject, Ongoing, PayloadTooLarge, StoreError
 from fastdtm.models import BranchRequest, TransRequest
 from fastdtm.service import Service, new_gid
 
@@ -69,6 +69,8 @@ def _reply(rpc_id: Any, result: Any = None, code: int = 0, message: str = "") ->
 async def json_rpc(request: Request) -> Response:
     try:
         envelope = await read_object(request)
+    except NotAnObject as exc:  # valid JSON: a batch (not supported) or a scalar is an invalid request
+        return _reply(None, code=-32600, message=f"{exc.message} Batches are not supported.")
     except BadRequest as exc:
         return _reply(None, code=-32700, message=exc.message)
     except PayloadTooLarge as exc:
@@ -76,9 +78,12 @@ async def json_rpc(request: Request) -> Response:
     rpc_id = envelope.get("id")
     if envelope.get("jsonrpc") != "2.0" or not isinstance(rpc_id, str) or not rpc_id:
         return _reply(rpc_id, code=-32600, message="not a JSON-RPC 2.0 request with a non-empty string id")
-    method = METHODS.get(envelope.get("method", ""))
+    name = envelope.get("method")
+    if not isinstance(name, str):
+        return _reply(rpc_id, code=-32600, message="method must be a string")
+    method = METHODS.get(name)
     if method is None:
-        return _reply(rpc_id, code=-32601, message=f"method not found: {envelope.get('method')!r}")
+        return _reply(rpc_id, code=-32601, message=f"method not found: {name[:100]!r}")
     params = envelope.get("params") or {}
     if not isinstance(params, dict):
         return _reply(rpc_id, code=-32602, message="params must be an object")

@@ -125,6 +125,16 @@ def timeout_reason(trans: Transaction) -> str:
     return f"Timeout after {trans.options.timeout_to_fail} seconds"
 
 
+#: The retry interval doubles after each error up to this (a day), or the base interval if that is longer:
+#: DTM doubles without end, which after some forty errors schedules past the year 9999.
+MAX_BACKOFF_MS: Final = 86_400_000
+
+
+def backoff_ms(interval_ms: int, reset_ms: int) -> int:
+    """The interval after an error: twice the current one, within MAX_BACKOFF_MS (or the base interval)."""
+    return min(interval_ms * 2, max(reset_ms, MAX_BACKOFF_MS))
+
+
 def reset_interval_ms(opts: Options, policy: Policy) -> int:
     """The base retry interval (reference §5.1): own retry_interval, else a short timeout, else default."""
     if opts.retry_interval > 0:

@@ -13,18 +13,22 @@ from typing import ClassVar, Final
 
 from fastdtm.errors import Invalid
 from fastdtm.kinds.base import CHECK_BACK, Call, NoRegistration, Round, Step, Topics, is_timed_out
-from fastdtm.models import Branch, TransRequest, check_http_url
+from fastdtm.models import MAX_BRANCHES, Branch, TransRequest, check_http_url
 from fastdtm.states import BranchStatus, Op, Outcome, TransStatus
 from fastdtm.wire import custom_data_object
 
 TOPIC_SCHEME: Final = "topic://"
 
 
+#: The longest msg delay, in seconds (a year): a later first delivery could not be scheduled or shown.
+MAX_DELAY: Final = 365 * 86_400
+
+
 def delay_seconds(custom_data: str) -> float:
     """`custom_data.delay`: seconds after creation before the branches may run."""
     delay = custom_data_object(custom_data).get("delay") or 0
-    if not isinstance(delay, int | float) or isinstance(delay, bool) or delay < 0:
-        raise Invalid("custom_data.delay must be a number of seconds >= 0.")
+    if not isinstance(delay, int | float) or isinstance(delay, bool) or not 0 <= delay <= MAX_DELAY:
+        raise Invalid(f"custom_data.delay must be a number of seconds within 0..{MAX_DELAY}.")
     return float(delay)
 
 
@@ -53,6 +57,8 @@ class Msg(NoRegistration):
             urls = topics.get(topic) or []
             if not urls:
                 raise Invalid(f"topic not found: no subscriber for topic '{topic}'.")
+            if len(branches) + len(urls) > MAX_BRANCHES:
+                raise Invalid(f"a msg has at most {MAX_BRANCHES} branches, its topics' subscribers included.")
             for j, sub in enumerate(urls):
                 sub_id = branch_id if len(urls) == 1 else f"{branch_id}-{j + 1:02d}"
                 branches.append(Branch(sub_id, Op.ACTION, sub, request.payload(i), now_ms))

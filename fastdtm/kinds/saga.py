@@ -15,7 +15,7 @@ from typing import ClassVar, Final
 
 from fastdtm.errors import Invalid
 from fastdtm.kinds.base import Call, NoRegistration, Round, Step, Topics, is_timed_out, timeout_reason
-from fastdtm.models import Branch, TransRequest, check_http_url
+from fastdtm.models import ASCII_DIGITS, Branch, TransRequest, check_http_url
 from fastdtm.records import record
 from fastdtm.states import BranchStatus, Op, TransStatus
 from fastdtm.wire import custom_data_object
@@ -59,7 +59,7 @@ def _parse_orders(raw: object, steps: int) -> dict[int, tuple[int, ...]]:
         raise Invalid("custom_data.orders must be an object of step index -> array of step indexes.")
     orders: dict[int, tuple[int, ...]] = {}
     for key, before in raw.items():
-        if not (key.isdigit() and int(key) < steps):
+        if not (ASCII_DIGITS.fullmatch(key) and int(key) < steps):
             raise Invalid(f"custom_data.orders has step '{key}', but the saga has {steps} steps.")
         ok = isinstance(before, list) and all(type(j) is int and 0 <= j < steps for j in before)
         if not ok:

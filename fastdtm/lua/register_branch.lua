@@ -5,12 +5,14 @@
 -- KEYS[2] -> <prefix>:{t}:b:<gid>
 -- ARGV[1] -> now_ms (update_time)
 -- ARGV[2] -> trans_type the branches belong to
--- ARGV[3..] -> triples: record (JSON text), unique field "u:<branch_id>:<op>", status
+-- ARGV[3] -> the most records a transaction may have (models.MAX_BRANCHES)
+-- ARGV[4..] -> triples: record (JSON text), unique field "u:<branch_id>:<op>", status
 --              ("prepared" or the status the record is registered with, e.g. a workflow result)
 -- Returns: {"OK"} | {"NOT_FOUND"} | {"WRONG_TYPE", trans_type} | {"NOT_PREPARED", status}
---        | {"DUPLICATE", unique_field}
+--        | {"DUPLICATE", unique_field} | {"TOO_MANY", records_already_there}
 local now_ms = ARGV[1]
 local trans_type = ARGV[2]
+local max_records = tonumber(ARGV[3])
 
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
@@ -23,17 +25,20 @@ end
 if status ~= 'prepared' then
   return {'NOT_PREPARED', status}
 end
+local index = redis.call('LLEN', KEYS[2])
+if index + (#ARGV - 3) / 3 > max_records then
+  return {'TOO_MANY', index}
+end
 -- Checked against the hash and against the records earlier in this same call.
 local seen = {}
-for i = 4, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   if seen[ARGV[i]] or redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
     return {'DUPLICATE', ARGV[i]}
   end
   seen[ARGV[i]] = true
 end
 
-local index = redis.call('LLEN', KEYS[2])
-for i = 3, #ARGV, 3 do
+for i = 4, #ARGV, 3 do
   redis.call('RPUSH', KEYS[2], ARGV[i])
   redis.call('HSET', KEYS[1], ARGV[i + 1], '1')
   if ARGV[i + 2] ~= 'prepared' then

@@ -7,24 +7,28 @@
 -- KEYS[2] -> <prefix>:{t}:b:<gid>   the branch list
 -- KEYS[3] -> <prefix>:{t}:due       unfinished gid -> next_cron_time (ms)
 -- ARGV[1] -> gid
--- ARGV[2] -> expected current status
--- ARGV[3] -> new status
--- ARGV[4] -> next_cron_ms: the schedule, and the end of the new round's hold
--- ARGV[5] -> the new round's token
--- ARGV[6 ..] -> field, value, ... to set besides the status (update_time, next_cron_interval, ...)
+-- ARGV[2] -> trans_type the request is for: a transaction of another type is refused
+-- ARGV[3] -> expected current status
+-- ARGV[4] -> new status
+-- ARGV[5] -> next_cron_ms: the schedule, and the end of the new round's hold
+-- ARGV[6] -> the new round's token
+-- ARGV[7 ..] -> field, value, ... to set besides the status (update_time, next_cron_interval, ...)
 -- Returns: {"OK", flat field/value list of the hash, branch records list, next_cron_ms}
---        | {"STALE", current_status} | {"NOT_FOUND"}
+--        | {"STALE", current_status} | {"WRONG_TYPE", trans_type} | {"NOT_FOUND"}
 local gid = ARGV[1]
-local next_cron_ms = ARGV[4]
+local next_cron_ms = ARGV[5]
 
-local current = redis.call('HGET', KEYS[1], 'status')
+local current, stored_type = unpack(redis.call('HMGET', KEYS[1], 'status', 'trans_type'))
 if not current then
   return {'NOT_FOUND'}
 end
-if current ~= ARGV[2] then
+if stored_type ~= ARGV[2] then
+  return {'WRONG_TYPE', stored_type}
+end
+if current ~= ARGV[3] then
   return {'STALE', current}
 end
 -- A status change sets a handful of fields: far below unpack()'s limit.
-redis.call('HSET', KEYS[1], 'status', ARGV[3], 'holder', ARGV[5], 'held_until', next_cron_ms, unpack(ARGV, 6))
+redis.call('HSET', KEYS[1], 'status', ARGV[4], 'holder', ARGV[6], 'held_until', next_cron_ms, unpack(ARGV, 7))
 redis.call('ZADD', KEYS[3], next_cron_ms, gid)
 return {'OK', redis.call('HGETALL', KEYS[1]), redis.call('LRANGE', KEYS[2], 0, -1), next_cron_ms}

@@ -12,14 +12,17 @@
 -- ARGV[5] -> expire_at_ms when the transaction finishes, else ""
 -- ARGV[6] -> the hold token of the round that writes, "" for a write that is not a round's (an operator's,
 --            an API call's): a round whose token is no longer the stored holder lost the transaction
--- ARGV[7 ..] -> field, value, ... to set (a round's writes include held_until, see take.lua)
--- Returns: {"OK"} | {"STALE", current_status} | {"FENCED", current_holder} | {"NOT_FOUND"}
+-- ARGV[7] -> the trans_type the writer expects, "" when it knows (a round does): another type is refused
+-- ARGV[8 ..] -> field, value, ... to set (a round's writes include held_until, see take.lua)
+-- Returns: {"OK"} | {"STALE", current_status} | {"FENCED", current_holder} | {"WRONG_TYPE", trans_type}
+--        | {"NOT_FOUND"}
 local gid = ARGV[1]
 local expected = ARGV[2]
 local new_status = ARGV[3]
 local next_cron_ms = ARGV[4]
 local expire_at_ms = ARGV[5]
 local holder = ARGV[6] or ''
+local trans_type = ARGV[7] or ''
 
 -- Lua's unpack() is bounded by the C stack (about 8000 values): write long argument runs in chunks,
 -- so a large transaction can never fail halfway through its writes.
@@ -30,9 +33,12 @@ local function each_chunk(from, to, write)
   end
 end
 
-local current, current_holder = unpack(redis.call('HMGET', KEYS[1], 'status', 'holder'))
+local current, current_holder, stored_type = unpack(redis.call('HMGET', KEYS[1], 'status', 'holder', 'trans_type'))
 if not current then
   return {'NOT_FOUND'}
+end
+if trans_type ~= '' and stored_type ~= trans_type then
+  return {'WRONG_TYPE', stored_type}
 end
 if current ~= expected then
   return {'STALE', current}
@@ -45,7 +51,7 @@ end
 if new_status ~= expected then
   redis.call('HSET', KEYS[1], 'status', new_status)
 end
-each_chunk(7, #ARGV, function(...) redis.call('HSET', KEYS[1], ...) end)
+each_chunk(8, #ARGV, function(...) redis.call('HSET', KEYS[1], ...) end)
 if next_cron_ms == '-' then
   redis.call('ZREM', KEYS[3], gid)
 elseif next_cron_ms ~= '' then

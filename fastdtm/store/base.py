@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import field
 from typing import Protocol
 
-from fastdtm.models import Branch, Transaction
+from fastdtm.errors import BadRequest
+from fastdtm.models import ASCII_DIGITS, GID_PATTERN, MAX_TIME_MS, Branch, Transaction
 from fastdtm.records import record
 from fastdtm.states import TransStatus, can_transition
 
@@ -39,6 +40,9 @@ class Change:
     holder: str = ""
     #: A round's write: when its hold ends from now on (0: released, the round is over).
     held_until_ms: int = 0
+    #: The type the writer takes the transaction for ("": not checked, the writer knows, as a round
+    #: does); a transaction of another type is refused (Refused), nothing written.
+    trans_type: str = ""
 
     def __post_init__(self) -> None:
         # The table in states.py is the law: a change outside it is a bug, refused before any write.
@@ -54,9 +58,9 @@ def check_take_over(change: Change) -> int:
     """The schedule (and hold's end) of a change `take_over` makes; raises ValueError for any other change."""
     # Identity tests rather than a set of tuples: an enum member hashes in Python, on every submit.
     moves = change.expected is TransStatus.PREPARED and change.status in _TAKE_OVER_TO
-    if not moves or change.next_cron_ms is None:
+    if not moves or change.next_cron_ms is None or not change.trans_type:
         raise ValueError(
-            f"{change.gid}: take_over is prepared -> submitted or aborting with a schedule, "
+            f"{change.gid}: take_over is prepared -> submitted or aborting with a schedule and a type, "
             f"not {change.expected} -> {change.status}"
         )
     return change.next_cron_ms
@@ -82,6 +86,25 @@ class ListQuery:
     trans_type: str = ""
     create_from_ms: int = 0
     create_to_ms: int = 0
+
+
+def parse_position(position: str, shards: int) -> tuple[int, int, str] | None:
+    """The `/all` cursor every store issues, `<shard>:<create_ms>:<gid>` (the last one listed), as
+    (shard, create_ms, gid); None for "" (from the start). Anything else no store of `shards` shards could
+    have issued is the caller's mistake (BadRequest)."""
+    if not position:
+        return None
+    shard, _, rest = position.partition(":")
+    score, _, gid = rest.partition(":")
+    if not (
+        ASCII_DIGITS.fullmatch(shard)
+        and int(shard) < shards
+        and ASCII_DIGITS.fullmatch(score)
+        and int(score) <= MAX_TIME_MS
+        and GID_PATTERN.fullmatch(gid)
+    ):
+        raise BadRequest(f"position '{position[:100]}' is not a cursor this server returned.")
+    return int(shard), int(score), gid
 
 
 @record

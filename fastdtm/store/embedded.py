@@ -19,12 +19,12 @@ from collections.abc import Sequence
 from typing import Final, Self
 
 from fastdtm.clock import Clock, SystemClock
-from fastdtm.errors import Invalid, LeaseLost, Refused
+from fastdtm.errors import LeaseLost, Refused
 from fastdtm.metrics import Metrics
-from fastdtm.models import Branch, Transaction
+from fastdtm.models import MAX_BRANCHES, Branch, Transaction
 from fastdtm.states import TERMINAL, TransStatus
 from fastdtm.store import sqlite_cron as cron, sqlite_trans as sql
-from fastdtm.store.base import Change, ListPage, ListQuery, Taken
+from fastdtm.store.base import Change, ListPage, ListQuery, Taken, parse_position
 from fastdtm.store.replies import raise_for
 from fastdtm.store.sqlite_db import Database, StoreInUse
 
@@ -76,7 +76,10 @@ class EmbeddedStore:
         reply = await self.db.write(sql.create, trans, branches, expire_at, self.clock.now_ms(), holder)
         if reply[0] == "DUPLICATE":
             raise Refused(f"branch {reply[1].removeprefix('u:')} appears twice in '{trans.gid}' (UniqueKeyConflict)")
-        return None if reply[0] == "CREATED" else TransStatus(reply[1])
+        if reply[0] == "CREATED":
+            return None
+        raise_for(reply, trans.gid, trans_type=trans.trans_type)
+        return TransStatus(reply[1])
 
     async def load(self, gid: str) -> tuple[Transaction, list[Branch]] | None:
         self._count("load")
@@ -86,7 +89,7 @@ class EmbeddedStore:
         self._count("transition")
         expire_at = change.now_ms + self.finished_ttl_ms if change.status in TERMINAL else None
         reply = await self.db.write(sql.transition, change, expire_at, self.clock.now_ms())
-        raise_for(reply, change.gid)
+        raise_for(reply, change.gid, trans_type=change.trans_type)
 
     async def take(self, gid: str, now_ms: int, held_until_ms: int, holder: str) -> Taken | None:
         self._count("take")
@@ -99,7 +102,7 @@ class EmbeddedStore:
     async def register_branches(self, gid: str, trans_type: str, branches: Sequence[Branch], now_ms: int) -> None:
         self._count("register_branch")
         reply = await self.db.write(sql.register_branch, gid, trans_type, branches, now_ms, self.clock.now_ms())
-        raise_for(reply, gid, trans_type=trans_type)
+        raise_for(reply, gid, trans_type=trans_type, limit=MAX_BRANCHES)
 
     async def touch(self, gid: str, next_cron_ms: int, now_ms: int) -> TransStatus:
         self._count("touch")
@@ -156,9 +159,8 @@ class EmbeddedStore:
 
     async def list_transactions(self, query: ListQuery) -> ListPage:
         self._count("list")
-        shard, after = _parse_position(query.position)
-        if shard >= self.shards:
-            return ListPage([], "")
+        cursor = parse_position(query.position, self.shards)
+        after = None if cursor is None else cursor[1:]
         found = await self.db.read(list_after, query, after, self.clock.now_ms())
         # As RedisStore's walk: a page that filled up carries a cursor, even if nothing follows it.
         if len(found) < max(query.limit, 1):
@@ -194,17 +196,6 @@ def list_after(
     params.append(max(query.limit, 1))
     rows = conn.execute(f"{sql.SELECT_TRANS} WHERE {' AND '.join(clauses)} ORDER BY create_time, gid LIMIT ?", params)
     return [sql.decode_trans(row) for row in rows]
-
-
-def _parse_position(position: str) -> tuple[int, tuple[int, str] | None]:
-    """RedisStore's cursor `<shard>:<create_ms>:<gid>`: the shard and the (create_ms, gid) to continue after."""
-    if not position:
-        return 0, None
-    try:
-        shard, score, gid = position.split(":", 2)
-        return int(shard), (int(score), gid)
-    except ValueError:
-        raise Invalid(f"position '{position[:100]}' is not a cursor this server returned.") from None
 
 
 def _ping(conn: sqlite3.Connection) -> None:

@@ -15,13 +15,13 @@ from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any, Final
 
-from fastdtm.errors import Invalid, LeaseLost, StoreUnavailable
+from fastdtm.errors import LeaseLost, StoreUnavailable
 from fastdtm.metrics import Metrics
-from fastdtm.models import Branch, Transaction
+from fastdtm.models import MAX_BRANCHES, Branch, Transaction
 from fastdtm.sharding import Keys
 from fastdtm.states import TERMINAL, TransStatus
 from fastdtm.store import hashes
-from fastdtm.store.base import Change, ListPage, ListQuery, Taken, check_take_over
+from fastdtm.store.base import Change, ListPage, ListQuery, Taken, check_take_over, parse_position
 from fastdtm.store.replies import raise_for
 from fastdtm.store.resp import Arg, Commands, ReplyError
 
@@ -94,6 +94,7 @@ class RedisStore:
                 fields += hashes.branch_progress(i, branch)
         args: list[str | int] = [
             trans.gid,
+            trans.trans_type,
             trans.create_ms,
             "" if finished else trans.next_cron_ms,
             trans.update_ms + self.finished_ttl_ms if finished else "",
@@ -102,7 +103,10 @@ class RedisStore:
             *(hashes.branch_record(br) for br in branches),
         ]
         reply = await self._run("create", [g, b, due, idx, exp], args)
-        return None if reply[0] == "CREATED" else TransStatus(reply[1])
+        if reply[0] == "CREATED":
+            return None
+        raise_for(reply, trans.gid, trans_type=trans.trans_type)
+        return TransStatus(reply[1])
 
     async def load(self, gid: str) -> tuple[Transaction, list[Branch]] | None:
         g, b, due, _, _ = self.keys.of_trans(gid)
@@ -120,10 +124,18 @@ class RedisStore:
         else:
             schedule = "" if change.next_cron_ms is None else change.next_cron_ms
         expire = change.now_ms + self.finished_ttl_ms if finished else ""
-        args: list[str | int] = [change.gid, change.expected, change.status, schedule, expire, change.holder]
+        args: list[str | int] = [
+            change.gid,
+            change.expected,
+            change.status,
+            schedule,
+            expire,
+            change.holder,
+            change.trans_type,
+        ]
         args += hashes.change_fields(change)
         reply = await self._run("transition", [g, b, due, exp], args)
-        raise_for(reply, change.gid)
+        raise_for(reply, change.gid, trans_type=change.trans_type)
 
     async def take(self, gid: str, now_ms: int, held_until_ms: int, holder: str) -> Taken | None:
         g, b, due, _, _ = self.keys.of_trans(gid)
@@ -136,19 +148,19 @@ class RedisStore:
     async def take_over(self, change: Change, holder: str) -> Taken:
         next_cron_ms = check_take_over(change)
         g, b, due, _, _ = self.keys.of_trans(change.gid)
-        args: list[str | int] = [change.gid, change.expected, change.status, next_cron_ms, holder]
+        args: list[str | int] = [change.gid, change.trans_type, change.expected, change.status, next_cron_ms, holder]
         args += hashes.change_fields(change)
         reply = await self._run("take_over", [g, b, due], args)
-        raise_for(reply, change.gid)
+        raise_for(reply, change.gid, trans_type=change.trans_type)
         return _taken(reply)
 
     async def register_branches(self, gid: str, trans_type: str, branches: Sequence[Branch], now_ms: int) -> None:
         g, b, *_ = self.keys.of_trans(gid)
-        args: list[str | int] = [now_ms, trans_type]
+        args: list[str | int] = [now_ms, trans_type, MAX_BRANCHES]
         for branch in branches:
             args += [hashes.branch_record(branch), hashes.unique_field(branch), branch.status]
         reply = await self._run("register_branch", [g, b], args)
-        raise_for(reply, gid, trans_type=trans_type)
+        raise_for(reply, gid, trans_type=trans_type, limit=MAX_BRANCHES)
 
     async def touch(self, gid: str, next_cron_ms: int, now_ms: int) -> TransStatus:
         g, _, due, _, _ = self.keys.of_trans(gid)
@@ -267,7 +279,7 @@ class _Lister:
         self.found: list[Transaction] = []
 
     async def page(self) -> ListPage:
-        shard, score, last_gid = _parse_position(self.query.position)
+        shard, score, last_gid = parse_position(self.query.position, self.store.shards) or (0, 0, "")
         while shard < self.store.shards:
             position = await self._scan_shard(shard, score, last_gid)
             if position:
@@ -308,13 +320,3 @@ class _Lister:
             return False
         self.found.append(trans)
         return True
-
-
-def _parse_position(position: str) -> tuple[int, int, str]:
-    if not position:
-        return 0, 0, ""
-    try:
-        shard, score, gid = position.split(":", 2)
-        return int(shard), int(score), gid
-    except ValueError:
-        raise Invalid(f"position '{position[:100]}' is not a cursor this server returned.") from None

@@ -13,7 +13,7 @@ from typing import Any
 from fastdtm.errors import Fenced, Held, LeaseLost, Refused, Stale, TransNotFound
 
 
-def raise_for(reply: Sequence[Any], gid: str, *, trans_type: str = "", shard: int = 0) -> None:
+def raise_for(reply: Sequence[Any], gid: str, *, trans_type: str = "", shard: int = 0, limit: int = 0) -> None:
     """Raise the error a refusal tag stands for; return for any other (successful) tag."""
     tag = reply[0]
     if tag == "NOT_FOUND":
@@ -26,6 +26,8 @@ def raise_for(reply: Sequence[Any], gid: str, *, trans_type: str = "", shard: in
         raise Held(int(reply[1]))
     if tag == "WRONG_TYPE":
         raise Refused(f"transaction '{gid}' is a {reply[1]}, not a {trans_type}")
+    if tag == "TOO_MANY":
+        raise Refused(f"transaction '{gid}' has {reply[1]} branches: no more may be registered (at most {limit})")
     if tag == "DUPLICATE":
         raise Refused(f"branch {reply[1].removeprefix('u:')} of '{gid}' is already registered (UniqueKeyConflict)")
     if tag == "LEASE_LOST":

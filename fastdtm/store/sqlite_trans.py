@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Final, TypeAlias
 
 from fastdtm.errors import Held
-from fastdtm.models import Branch, Transaction
+from fastdtm.models import MAX_BRANCHES, Branch, Transaction
 from fastdtm.states import TERMINAL, BranchStatus, TransStatus
 from fastdtm.store import hashes
 from fastdtm.store.base import Change, Taken, check_take_over
@@ -75,9 +75,11 @@ def create(
     One refusal more than the script: a (branch_id, op) twice in `branches` is ("DUPLICATE", mark), where
     Redis would store both; no kind builds such a list, and the table's UNIQUE key would refuse it anyway.
     """
-    current = _status(conn, trans.gid, wall_ms)
-    if current is not None:
-        return ("EXISTS", current)
+    row = conn.execute(
+        f"SELECT status, trans_type FROM trans WHERE gid = ? AND {ALIVE}", (trans.gid, wall_ms)
+    ).fetchone()
+    if row is not None:
+        return ("WRONG_TYPE", row[1]) if row[1] != trans.trans_type else ("EXISTS", row[0])
     if duplicate := _first_duplicate(branches, set()):
         return ("DUPLICATE", duplicate)
     # A gid may come back after its finished data expired: the old row goes, the new one is live.
@@ -108,10 +110,13 @@ def load(conn: sqlite3.Connection, gid: str, wall_ms: int) -> tuple[Transaction,
 def transition(conn: sqlite3.Connection, change: Change, expire_at: int | None, wall_ms: int) -> Reply:
     """transition.lua: status (and, for a round's write, holder) compare-and-set, fields and branch progress,
     reschedule or finish."""
-    row = conn.execute(f"SELECT status, holder FROM trans WHERE gid = ? AND {ALIVE}", (change.gid, wall_ms)).fetchone()
+    query = f"SELECT status, holder, trans_type FROM trans WHERE gid = ? AND {ALIVE}"
+    row = conn.execute(query, (change.gid, wall_ms)).fetchone()
     if row is None:
         return ("NOT_FOUND",)
-    current, holder = row
+    current, holder, stored_type = row
+    if change.trans_type and stored_type != change.trans_type:
+        return ("WRONG_TYPE", stored_type)
     if current != change.expected:
         return ("STALE", current)
     if change.holder and holder != change.holder:
@@ -154,7 +159,7 @@ def take_over(conn: sqlite3.Connection, change: Change, holder: str, wall_ms: in
     transaction. A refusal raises (Stale, TransNotFound) here: the SQL transaction rolls back, having written
     nothing."""
     check_take_over(change)
-    raise_for(transition(conn, change, None, wall_ms), change.gid)
+    raise_for(transition(conn, change, None, wall_ms), change.gid, trans_type=change.trans_type)
     conn.execute("UPDATE trans SET holder = ?, held_until = next_cron_time WHERE gid = ?", (holder, change.gid))
     return _taken(conn, change.gid, wall_ms)
 
@@ -177,9 +182,12 @@ def register_branch(
         return ("WRONG_TYPE", stored_type)
     if status != TransStatus.PREPARED:
         return ("NOT_PREPARED", status)
+    (count,) = conn.execute("SELECT COUNT(*) FROM branch WHERE gid = ?", (gid,)).fetchone()
+    if count + len(branches) > MAX_BRANCHES:  # the list's length, as the script's LLEN
+        return ("TOO_MANY", str(count))
     if duplicate := _first_duplicate(branches, _registered(conn, gid, branches)):
         return ("DUPLICATE", duplicate)
-    (start,) = conn.execute("SELECT COUNT(*) FROM branch WHERE gid = ?", (gid,)).fetchone()
+    start = count
     # As the script: a branch registered with a result gets it stamped with now_ms.
     stamped = [b if b.status is BranchStatus.PREPARED else b.with_status(b.status, now_ms) for b in branches]
     conn.executemany(

@@ -78,12 +78,13 @@ async def test_every_script_runs_on_every_master(redis_url: str, client: Client)
     for shard, gid in enumerate(gids):
         g, b, due, idx, exp = KEYS.of_trans(gid)
         fields = ["gid", gid, "trans_type", "tcc", "status", "prepared"]
-        args: list[str | int] = [gid, T0, T0, "", 3, *fields, '["01", "cancel", "", "", 0]']
+        args: list[str | int] = [gid, "tcc", T0, T0, "", 3, *fields, '["01", "cancel", "", "", 0]']
         assert tagged(await CREATE(cluster, [g, b, due, idx, exp], args)) == ["CREATED"]
         triple = ['["01", "confirm", "", "", 0]', "u:01:confirm", "prepared"]
-        assert tagged(await REGISTER_BRANCH(cluster, [g, b], [T0, "tcc", *triple])) == ["OK"]
+        assert tagged(await REGISTER_BRANCH(cluster, [g, b], [T0, "tcc", 100, *triple])) == ["OK"]
         assert tagged(await TOUCH(cluster, [g, due], [gid, T0 + 5, T0])) == ["OK", "prepared"]
-        assert tagged(await TRANSITION(cluster, [g, b, due, exp], [gid, "prepared", "submitted", "", "", ""])) == ["OK"]
+        moved = await TRANSITION(cluster, [g, b, due, exp], [gid, "prepared", "submitted", "", "", "", "tcc"])
+        assert tagged(moved) == ["OK"]
         assert await RESET_CRON(cluster, [due], [T0, T0 - 1, 10]) == [1, 0]
         loaded = await LOAD(cluster, [g, b, due], [gid])
         assert len(loaded[1]) == 2
@@ -94,7 +95,7 @@ async def test_every_script_runs_on_every_master(redis_url: str, client: Client)
         assert await LEASE_RENEW(cluster, [KEYS.lease(shard)], [lease, 1_000]) == 1
         assert await LEASE_RELEASE(cluster, [KEYS.lease(shard)], [lease]) == 1
         assert (await TAKE(cluster, [g, b, due], [gid, T0 + 2, T0 + 9, "r1"]))[0] == "OK"
-        taking_over = await TAKE_OVER(cluster, [g, b, due], [gid, "prepared", "aborting", T0 + 9, "r2"])
+        taking_over = await TAKE_OVER(cluster, [g, b, due], [gid, "tcc", "prepared", "aborting", T0 + 9, "r2"])
         assert tagged(taking_over) == ["STALE", "submitted"]
 
     for node in cluster.get_primaries():
@@ -107,7 +108,7 @@ async def test_a_call_mixing_two_shards_is_refused_by_the_client(redis_url: str,
     mine, other = gids_in_shard(1, 1)[0], gids_in_shard(200, 1)[0]
     g, b, due, idx, exp = KEYS.of_trans(mine)
     other_due = KEYS.due(KEYS.shard_of(other))
-    create_args: list[str | int] = [mine, T0, T0, "", 1, "status", "prepared"]
+    create_args: list[str | int] = [mine, "saga", T0, T0, "", 1, "status", "prepared"]
     mixed = [g, b, other_due, idx, exp]
 
     # redis-py 8.1 checks the slots only once it knows the cluster: the very first command of a fresh client goes
@@ -121,7 +122,7 @@ async def test_a_call_mixing_two_shards_is_refused_by_the_client(redis_url: str,
     with pytest.raises(RedisClusterException, match="same key slot"):
         await LOAD(cluster, [g, b, other_due], [mine])
     with pytest.raises(RedisClusterException, match="same key slot"):
-        await REGISTER_BRANCH(cluster, [g, KEYS.branches(other)], [T0, "tcc", "[]", "u:01:try", "prepared"])
+        await REGISTER_BRANCH(cluster, [g, KEYS.branches(other)], [T0, "tcc", 100, "[]", "u:01:try", "prepared"])
 
     assert await cluster.exists(g, b, other_due, idx, exp, KEYS.branches(other)) == 0
     # The same script with keys of one tag goes through, even for two different gids of that shard.

@@ -1,7 +1,8 @@
 """`create.lua`: insert-if-absent of a transaction with its branch records, due entry, listing index entry and,
-when it is created already finished, its expiry. Pins KEYS g, b, due, idx, exp; ARGV gid, now_ms,
-next_cron_ms|"", expire_at_ms|"", n, n field/value pairs, branch records; replies {"CREATED"} | {"EXISTS", status};
-and the `RedisStore.create` mapping of that reply."""
+when it is created already finished, its expiry. Pins KEYS g, b, due, idx, exp; ARGV gid, trans_type, now_ms,
+next_cron_ms|"", expire_at_ms|"", n, n field/value pairs, branch records; replies {"CREATED"} | {"EXISTS", status}
+| {"WRONG_TYPE", stored_type} (a gid taken by another type, nothing written); and the `RedisStore.create` mapping
+of that reply."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ async def create(
 ) -> Any:
     """One `create` call, arguments in the header's order."""
     flat = [item for pair in fields.items() for item in pair]
-    args = [gid, now, next_cron, expire_at, len(fields), *flat, *branches]
+    args = [gid, fields.get("trans_type", "saga"), now, next_cron, expire_at, len(fields), *flat, *branches]
     return await CREATE(client, list(KEYS.of_trans(gid)), args)
 
 
@@ -55,6 +56,16 @@ async def test_created_then_exists_with_the_stored_status(client: Client) -> Non
     again = await create(client, "g1", fields_of("g1", "submitted"), records(4), now=T0 + 5, next_cron=T0 + 99)
 
     assert tagged(again) == ["EXISTS", "prepared"]
+    assert await trans_state(client, "g1") == before
+
+
+async def test_a_gid_taken_by_another_type_is_refused_and_nothing_changes(client: Client) -> None:
+    assert tagged(await create(client, "g1", fields_of("g1", "prepared", trans_type="tcc"), records(2))) == ["CREATED"]
+    before = await trans_state(client, "g1")
+
+    again = await create(client, "g1", fields_of("g1", "submitted", trans_type="saga"), records(4), now=T0 + 5)
+
+    assert tagged(again) == ["WRONG_TYPE", "tcc"]
     assert await trans_state(client, "g1") == before
 
 

@@ -1,5 +1,5 @@
 """`register_branch.lua`: append branch records to a prepared transaction of the caller's type (tcc, xa,
-workflow registerBranch), refusing a (branch_id, op) registered before. Pins KEYS g, b; ARGV now_ms, trans_type,
+workflow registerBranch), refusing a (branch_id, op) registered before. Pins KEYS g, b; ARGV now_ms, trans_type, limit,
 then triples record / unique field "u:<branch_id>:<op>" / status; on OK the records go to the end of the list in
 order, each unique field is set, a record registered with a status other than prepared gets its progress field
 s<index> = "<status> <now_ms>" (index = its place in the whole list), and update_time is set; replies {"OK"} |
@@ -48,10 +48,24 @@ def tcc_fields(gid: str, status: str = "prepared", **extra: str) -> dict[str, st
     return fields_of(gid, status, trans_type="tcc", **extra)
 
 
-async def register(client: Client, gid: str, *triples: Triple, trans_type: str = "tcc", now: int = NOW) -> Any:
+async def register(
+    client: Client, gid: str, *triples: Triple, trans_type: str = "tcc", now: int = NOW, limit: int = 2000
+) -> Any:
     """One `register_branch` call, arguments in the header's order."""
     g, b, *_ = KEYS.of_trans(gid)
-    return await REGISTER_BRANCH(client, [g, b], [now, trans_type, *(item for t in triples for item in t)])
+    return await REGISTER_BRANCH(client, [g, b], [now, trans_type, limit, *(item for t in triples for item in t)])
+
+
+async def test_no_more_records_than_the_limit_and_nothing_written(client: Client) -> None:
+    await seed(client, "g1", tcc_fields("g1"), due=DUE_AT)
+    assert tagged(await register(client, "g1", triple("01", "cancel"), triple("01", "confirm"), limit=3)) == ["OK"]
+    before = await trans_state(client, "g1")
+
+    over = await register(client, "g1", triple("02", "cancel"), triple("02", "confirm"), limit=3)
+
+    assert tagged(over) == ["TOO_MANY", "2"]
+    assert await trans_state(client, "g1") == before
+    assert tagged(await register(client, "g1", triple("02", "cancel"), limit=3)) == ["OK"]
 
 
 async def test_ok_appends_the_records_in_order_and_marks_them_registered(client: Client) -> None:

@@ -14,7 +14,7 @@ from tests.support.redis_client import Client
 
 async def take_over(client: Client, gid: str, new: str, next_cron: int, *fields: str) -> Any:
     g, b, due, _, _ = KEYS.of_trans(gid)
-    return await TAKE_OVER(client, [g, b, due], [gid, "prepared", new, next_cron, "r2", *fields])
+    return await TAKE_OVER(client, [g, b, due], [gid, "saga", "prepared", new, next_cron, "r2", *fields])
 
 
 async def test_ok_submits_takes_the_transaction_and_returns_what_load_would(client: Client) -> None:

@@ -1,7 +1,8 @@
 """`transition.lua`: the status compare-and-set that every change of a transaction goes through (branch
 results included, as a transition to the same status). Pins KEYS g, b, due, exp; ARGV gid, expected, new,
-schedule (""=keep, number=re-score, "-"=drop), expire_at_ms|"", holder|"", field/value pairs; replies {"OK"} |
-{"STALE", current} | {"FENCED", current_holder} | {"NOT_FOUND"}, with no write at all unless OK; and the
+schedule (""=keep, number=re-score, "-"=drop), expire_at_ms|"", holder|"", trans_type|"", field/value pairs;
+replies {"OK"} | {"STALE", current} | {"FENCED", current_holder} | {"WRONG_TYPE", stored} | {"NOT_FOUND"}, with no
+write at all unless OK; and the
 `RedisStore.transition` mapping to `Stale(.current)` / `Fenced(.current)` / `TransNotFound`."""
 
 from __future__ import annotations
@@ -44,10 +45,12 @@ async def transition(
     schedule: int | str = "",
     expire_at: int | str = "",
     holder: str = "",
+    trans_type: str = "",
 ) -> Any:
     """One `transition` call, arguments in the header's order."""
     g, b, due, _, exp = KEYS.of_trans(gid)
-    return await TRANSITION(client, [g, b, due, exp], [gid, expected, new, schedule, expire_at, holder, *fields])
+    args = [gid, expected, new, schedule, expire_at, holder, trans_type, *fields]
+    return await TRANSITION(client, [g, b, due, exp], args)
 
 
 async def test_ok_sets_the_new_status_and_the_fields(client: Client) -> None:

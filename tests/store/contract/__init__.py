@@ -7,12 +7,13 @@ when a `Subject` for it (tests/store/subjects.py) runs every check green.
 
 from __future__ import annotations
 
-from tests.store.contract import cron, durability, holds, kv, listing, register, trans
+from tests.store.contract import cron, durability, holds, kv, listing, register, trans, wrong_type
 from tests.store.contract.support import Check, Subject
 
 CHECKS: tuple[Check, ...] = (
     *trans.CHECKS,
     *holds.CHECKS,
+    *wrong_type.CHECKS,
     *register.CHECKS,
     *cron.CHECKS,
     *listing.CHECKS,

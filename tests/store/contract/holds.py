@@ -193,6 +193,7 @@ async def take_over_submits_and_reads_back_whatever_the_hold(subject: Subject) -
             fields={"custom_data": '{"delay":1}'},
             next_cron_ms=now + 500,
             interval_ms=400,
+            trans_type=TransType.MSG,
         )
 
         claim = await store.take_over(change, "r2")
@@ -215,7 +216,13 @@ async def take_over_aborts_a_prepared_one(subject: Subject) -> None:
     async with subject.open() as store:
         await store.create(trans("g1", now, TransStatus.PREPARED, TransType.TCC), [])
         change = Change(
-            "g1", TransStatus.PREPARED, TransStatus.ABORTING, now + 5, rollback_reason="no stock", next_cron_ms=now + 50
+            "g1",
+            TransStatus.PREPARED,
+            TransStatus.ABORTING,
+            now + 5,
+            rollback_reason="no stock",
+            next_cron_ms=now + 50,
+            trans_type=TransType.TCC,
         )
 
         claim = await store.take_over(change, "r1")
@@ -230,7 +237,15 @@ async def take_over_refuses_anything_else_and_writes_nothing(subject: Subject) -
     async with subject.open() as store:
         await store.create(trans("g1", now), saga_branches(now, 1))
         before = await snapshot(store, "g1", "g2")
-        change = Change("g1", TransStatus.PREPARED, TransStatus.SUBMITTED, now + 5, next_cron_ms=now, interval_ms=1)
+        change = Change(
+            "g1",
+            TransStatus.PREPARED,
+            TransStatus.SUBMITTED,
+            now + 5,
+            next_cron_ms=now,
+            interval_ms=1,
+            trans_type="saga",
+        )
 
         with pytest.raises(Stale) as caught:
             await store.take_over(change, "r1")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from fastdtm.errors import Invalid
+from fastdtm.errors import BadRequest
 from fastdtm.states import TransStatus, TransType
 from fastdtm.store.base import ListQuery
 from tests.store.contract.support import Subject, listed, trans, wall_ms
@@ -81,10 +81,13 @@ async def listed_transactions_carry_their_schedule(subject: Subject) -> None:
         assert [(t.gid, t.next_cron_ms) for t in page.transactions] == [("g1", now + 42)]
 
 
-async def a_cursor_the_server_never_gave_is_invalid(subject: Subject) -> None:
+async def a_cursor_the_server_never_gave_is_a_bad_request(subject: Subject) -> None:
+    now = wall_ms()
     async with subject.open() as store:
-        with pytest.raises(Invalid, match="is not a cursor"):
-            await store.list_transactions(ListQuery(position="garbage"))
+        await store.create(trans("g1", now), [])
+        for position in ("garbage", "-300:0:x", f"{store.shards}:0:g1", "0:-1:g1", "0:²:g1", "0:1:", "0:1:a b"):
+            with pytest.raises(BadRequest, match="is not a cursor"):
+                await store.list_transactions(ListQuery(position=position))
 
 
 CHECKS = (
@@ -92,5 +95,5 @@ CHECKS = (
     a_full_page_carries_a_cursor_then_the_walk_ends,
     filters_hold_across_pages,
     listed_transactions_carry_their_schedule,
-    a_cursor_the_server_never_gave_is_invalid,
+    a_cursor_the_server_never_gave_is_a_bad_request,
 )
