@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -14,7 +16,10 @@ from fastdtm.service import Service, new_gid
 from fastdtm.store.base import ListQuery
 
 #: resetCronTime's `timeout`: how far ahead (s) a transaction may be scheduled and still be left alone.
-MAX_RESET_AHEAD = 10 * 365 * 86_400
+MAX_RESET_AHEAD: Final = 10 * 365 * 86_400
+#: The most transactions one resetCronTime moves, one /all page shows.
+RESET_CRON_MAX_LIMIT: Final = 100_000
+ALL_MAX_LIMIT: Final = 1000
 
 
 def _service(request: Request) -> Service:
@@ -77,7 +82,7 @@ async def reset_cron_time(request: Request) -> Response:
     timeout = params.get("timeout")
     moved, more = await _service(request).reset_cron_time(
         _int_param(timeout, "timeout", default=0, high=MAX_RESET_AHEAD) if timeout else None,
-        _int_param(params.get("limit"), "limit", default=100, low=1, high=100_000),
+        _int_param(params.get("limit"), "limit", default=100, low=1, high=RESET_CRON_MAX_LIMIT),
     )
     return json_response({"has_remaining": more, "succeed_count": moved})
 
@@ -104,7 +109,7 @@ async def all_transactions(request: Request) -> Response:
         return json_response({"transactions": found, "next_position": ""})
     page = await service.list_transactions(
         ListQuery(
-            limit=_int_param(params.get("limit"), "limit", default=100, low=1, high=1000),
+            limit=_int_param(params.get("limit"), "limit", default=100, low=1, high=ALL_MAX_LIMIT),
             position=params.get("position", ""),
             status=params.get("status", ""),
             trans_type=params.get("transType", ""),

@@ -7,6 +7,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from fastdtm.api.http import json_response
+from fastdtm.api.openapi import openapi_json
 from fastdtm.errors import StoreError
 from fastdtm.metrics import Metrics
 from fastdtm.store.base import Store
@@ -46,4 +47,5 @@ routes = [
     Route("/live", live, methods=["GET", "HEAD"]),
     Route("/ready", ready, methods=["GET", "HEAD"]),
     Route("/metrics", metrics, methods=["GET", "HEAD"]),
+    Route("/openapi.json", openapi_json, methods=["GET"]),
 ]
