@@ -136,6 +136,8 @@ def check_header(name: str, value: str) -> None:
     The name must be a token; the value may hold any character but a control one, HTAB excepted. A line
     break would smuggle a second request onto a connection we pool; other controls are refused by servers.
     """
+    if _TOKEN.fullmatch(name) and (value.isprintable() or not _CONTROL.search(value)):
+        return  # isprintable() first: one C call clears the usual value (it refuses a tab, the regex allows it)
     if not _TOKEN.fullmatch(name):
         raise BranchHttpError(
             f"header name {name!r} is not a token: one or more letters, digits or !#$%&'*+-.^_`|~ (RFC 9110)"

@@ -41,6 +41,11 @@ OPTION_LIMITS: Final = {
     "retry_limit": 1_000,
     "retry_count": 1_000,
 }
+_TIMEOUT_TO_FAIL: Final = OPTION_LIMITS["timeout_to_fail"]
+_RETRY_INTERVAL: Final = OPTION_LIMITS["retry_interval"]
+_REQUEST_TIMEOUT: Final = OPTION_LIMITS["request_timeout"]
+_RETRY_LIMIT: Final = OPTION_LIMITS["retry_limit"]
+_RETRY_COUNT: Final = OPTION_LIMITS["retry_count"]
 
 
 @record
@@ -202,9 +207,18 @@ class TransRequest:
 def _checked(options: Options) -> Options:
     """A request's options, refused beyond OPTION_LIMITS, or with branch headers the branch client could not
     send (every call would fail, for ever). Stored options are read as they are."""
-    for name, limit in OPTION_LIMITS.items():
-        if (value := getattr(options, name)) > limit:
-            raise Invalid(f"field '{name}' must be within 0..{limit}, got {value}.")
+    o = options
+    # Spelled out before the loop that names the culprit: every submit passes here.
+    if (
+        o.timeout_to_fail > _TIMEOUT_TO_FAIL
+        or o.retry_interval > _RETRY_INTERVAL
+        or o.request_timeout > _REQUEST_TIMEOUT
+        or o.retry_limit > _RETRY_LIMIT
+        or o.retry_count > _RETRY_COUNT
+    ):
+        for name, limit in OPTION_LIMITS.items():
+            if (value := getattr(options, name)) > limit:
+                raise Invalid(f"field '{name}' must be within 0..{limit}, got {value}.")
     for header, value in options.branch_headers.items():
         try:
             check_header(header, value)
