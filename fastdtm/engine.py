@@ -11,17 +11,16 @@ A new transaction's round (`start`) does not write it first: its first write is 
 when the round must write anyway: before the first branch call goes out, or when it is over. So a
 saga whose branches all need no I/O is stored once, already finished, by one script.
 
-A round acts only on a transaction it holds (`lua/take.lua`): its `create`, a `take` (the cron, a repeated
-submit or abort) or a `take_over` (the submit or abort of a prepared one) records its token as the holder,
-with a hold until a given time; each of its writes names the token (refused once another round took the
-transaction) and
-moves the hold's end. No branch call is sent after the hold's `fence`: the hold's end as this node's clock
-reads it, counted from when the write that set it was *sent* (its reply may come late), less the clock skew
-allowed between nodes. Past it the round proves it still holds the transaction with one write (which also
-carries the results not yet written) before calling on; the branch client checks the fence again just
-before it writes the request, with no `await` in between. So a paused node (a stall, a frozen VM, a slow
-store) can finish a call it had sent, and write nothing after it, but never start one on a transaction it
-lost. See docs/architecture.md, "Failure model".
+A round acts only on a transaction it holds (`lua/take.lua`): its `create`, a `take` (the cron, a
+repeated submit or abort) or a `take_over` (the submit or abort of a prepared one) records its token as
+the holder, with a hold until a given time; each of its writes names the token (refused once another
+round took the transaction) and moves the hold's end. No branch call is sent after the hold's `fence`:
+the hold's end as this node's clock reads it, counted from when the write that set it was *sent* (its
+reply may come late), less the clock skew allowed between nodes. Past it the round proves it still holds
+the transaction with one write (which also carries the results not yet written) before calling on; the
+branch client checks the fence again just before it writes the request, with no `await` in between. So a
+paused node (a stall, a frozen VM, a slow store) can finish a call it had sent, and write nothing after
+it, but never start one on a transaction it lost. See docs/architecture.md, "Failure model".
 """
 
 from __future__ import annotations
@@ -55,7 +54,7 @@ from fastdtm.kinds.base import (
 from fastdtm.metrics import Metrics
 from fastdtm.models import Branch, Transaction
 from fastdtm.states import TERMINAL, BranchStatus, Outcome, TransStatus
-from fastdtm.store.base import Change, Store, Taken
+from fastdtm.store.base import Change, Store
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +217,9 @@ class Engine:
         holder = self.new_holder()
         sent, now = time.monotonic(), self.clock.now_ms()
         taken = await self.store.take(gid, now, now + self.hold_ms(self.policy.retry_interval_ms), holder)
-        return None if taken is None else self._claim(taken, holder, sent, now)
+        if taken is None:
+            return None
+        return Claim(taken.trans, taken.branches, holder, self.fence(sent, now, taken.held_until_ms))
 
     async def take_over(self, change: Change) -> Claim:
         """The status change that hands a prepared transaction to a new round (see Store.take_over)."""
@@ -226,10 +227,6 @@ class Engine:
         sent, now = time.monotonic(), self.clock.now_ms()
         taken = await self.store.take_over(change, holder)
         return Claim(taken.trans, taken.branches, holder, self.fence(sent, now, taken.held_until_ms))
-
-    def _claim(self, taken: Taken, holder: str, sent: float, sent_ms: int) -> Claim:
-        fence = self.fence(sent, sent_ms, taken.held_until_ms)
-        return Claim(taken.trans, taken.branches, holder, fence)
 
     def new_holder(self) -> str:
         """A token no other round has: this engine's random prefix and a counter (unique, unlike a
@@ -360,14 +357,17 @@ class _Runner:
         that has not written for PROGRESS_WRITE_MS writes them before calling on (/query shows its
         progress, a crash re-runs little), and so does one whose step needs them recorded first.
         """
-        if not self.created or time.monotonic() >= self.fence:
-            return True
-        return bool(self.pending) and (record_first or self._progress_is_old())
+        # A transaction not stored yet has no fence (-inf): it is written first either way.
+        return time.monotonic() >= self.fence or self._results_due(record_first)
+
+    def _results_due(self, record_first: bool) -> bool:
+        """The transaction, or results the next calls depend on, must be written before they go out."""
+        return not self.created or (bool(self.pending) and (record_first or self._progress_is_old()))
 
     async def _write_before_calls(self, record_first: bool) -> None:
         """The write `_must_write_first` asks for; past the fence it proves the hold (it names the token)
         and extends it, again if even its reply came after the new fence."""
-        if not self.created or (self.pending and (record_first or self._progress_is_old())):
+        if self._results_due(record_first):
             await self._flush()
         for _ in range(HOLD_PROOF_ATTEMPTS):
             if time.monotonic() < self.fence:

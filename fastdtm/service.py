@@ -151,13 +151,8 @@ class Service:
         if result.completed:
             _report(result, result.trans.status)
             return
-        # A round that lost a race (another round, forceStop) reports what the store now says; if that
-        # is not an outcome yet, the round that took over will reach it.
-        gid = result.trans.gid
-        status = (await self._load(gid))[0].status
-        if status not in TERMINAL:
-            raise Ongoing(f"transaction '{gid}' is being processed by another round; query it for the outcome.")
-        _report(result, status)
+        # A round that lost a race (another round, forceStop) reports what the store now says.
+        _report_stored(result, (await self._load(result.trans.gid))[0])
 
     async def _process(self, claim: Claim, *, wait: bool) -> None:
         if not wait:
@@ -172,9 +167,12 @@ class Service:
             self.engine.advance_later(gid)
             return
         result = await self.engine.advance(gid)
-        if result is None:  # held by another round, or finished meanwhile: report what the store says
-            result = RoundResult((await self._load(gid))[0], completed=False)
-        await self._report_round(result)
+        if result is not None:
+            await self._report_round(result)
+            return
+        # Held by another round, or finished meanwhile: report what the store says.
+        trans, _ = await self._load(gid)
+        _report_stored(RoundResult(trans, completed=False), trans)
 
     async def _resubmit(self, req: TransRequest, existing: TransStatus, *, wait: bool) -> None:
         """Submit of a known gid: promote a prepared one, re-drive a submitted one, refuse others.
@@ -330,6 +328,14 @@ def _check_prepare(trans: Transaction) -> None:
     if trans.trans_type is TransType.MSG and not trans.query_prepared:
         # Without a check-back URL a prepared msg whose app died could never be decided.
         raise Invalid("a msg prepare needs query_prepared, the URL to check the local transaction.")
+
+
+def _report_stored(result: RoundResult, stored: Transaction) -> None:
+    """`wait_result` of a round that did not reach the outcome itself: the stored one, if there is one yet
+    (the round that took over reaches it otherwise)."""
+    if stored.status not in TERMINAL:
+        raise Ongoing(f"transaction '{stored.gid}' is being processed by another round; query it for the outcome.")
+    _report(result, stored.status)
 
 
 def _report(result: RoundResult, stored: TransStatus) -> None:

@@ -251,11 +251,6 @@ def split_fields(flat: Sequence[str]) -> tuple[dict[str, str | int | None], dict
     return columns, progress
 
 
-def _status(conn: sqlite3.Connection, gid: str, wall_ms: int) -> str | None:
-    row = conn.execute(f"SELECT status FROM trans WHERE gid = ? AND {ALIVE}", (gid, wall_ms)).fetchone()
-    return None if row is None else str(row[0])
-
-
 def _insert(
     conn: sqlite3.Connection, fields: Mapping[str, str], next_cron_ms: int | None, expire_at: int | None
 ) -> None:
