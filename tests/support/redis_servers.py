@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import shutil
+import signal
 import socket
 import tempfile
 import time
@@ -83,6 +85,8 @@ class RedisServer:
         self._dir = Path(tempfile.mkdtemp(prefix="fastdtm-redis-"))
         self._extra_args = tuple(extra_args)
         self._final_log: str | None = None
+        self._earlier_logs: list[str] = []
+        self._paused = False
         start = functools.partial(self._launch, port, startup_timeout)
         try:
             self._process = retry_on_port_in_use(start, attempts=START_ATTEMPTS if port is None else 1)
@@ -98,15 +102,53 @@ class RedisServer:
     def pid(self) -> int:
         return self._process.pid
 
+    @property
+    def address(self) -> Address:
+        return HOST, self.port
+
+    def alive(self) -> bool:
+        return self._final_log is None and self._process.alive()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
     def log_text(self) -> str:
-        return self._final_log if self._final_log is not None else self._process.log_text()
+        current = self._final_log if self._final_log is not None else self._process.log_text()
+        return "".join([*self._earlier_logs, current])
 
     def flush(self) -> None:
         flush(self.url)
 
+    def kill(self) -> None:
+        """SIGKILL: the server dies with whatever it had not replicated or saved; `restart()` brings it back."""
+        self.resume()
+        self._process.kill()
+
+    def pause(self) -> None:
+        """SIGSTOP: the server still accepts TCP connections (the kernel does) but answers nothing."""
+        if self._process.alive() and not self._paused:
+            os.kill(self._process.pid, signal.SIGSTOP)
+            self._paused = True
+
+    def resume(self) -> None:
+        if self._paused:
+            self._paused = False
+            if self._process.alive():
+                os.kill(self._process.pid, signal.SIGCONT)
+
+    def restart(self, timeout: float = 10.0) -> None:
+        """Starts a killed server again on the same port and directory (a cluster node keeps its nodes.conf);
+        with persistence off it comes back empty, as after a crash without an AOF."""
+        if self._process.alive():
+            raise RuntimeError(f"redis-server on port {self.port} is still running")
+        self._earlier_logs.append(self._process.log_text())
+        self._process = self._launch(self.port, timeout, attempt=len(self._earlier_logs))
+
     def stop(self) -> None:
         if self._final_log is not None:
             return
+        self.resume()
         self._process.stop(grace=5.0)
         self._final_log = self._process.log_text()
         shutil.rmtree(self._dir, ignore_errors=True)
@@ -117,11 +159,11 @@ class RedisServer:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def _launch(self, port: int | None, timeout: float) -> LoggedProcess:
+    def _launch(self, port: int | None, timeout: float, attempt: int = 0) -> LoggedProcess:
         port = free_port() if port is None else port
         argv = [redis_server_binary(), "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
         argv += ["--dir", str(self._dir), "--logfile", "", *self._extra_args]
-        process = LoggedProcess(argv, log_path=self._dir / f"redis-{port}.log", cwd=self._dir)
+        process = LoggedProcess(argv, log_path=self._dir / f"redis-{port}.{attempt}.log", cwd=self._dir)
         try:
             _wait_for_ping(process, port, timeout)
         except BaseException:
@@ -132,17 +174,29 @@ class RedisServer:
 
 
 class RedisCluster:
-    """Three (by default) `redis-server --cluster-enabled yes` masters with all 16384 slots, no replicas."""
+    """`masters` (3) `redis-server --cluster-enabled yes` masters with all 16384 slots, each with `replicas`
+    replicas (none by default), and the faults production sees: failover, kill -9, restart, SIGSTOP.
 
-    def __init__(self, masters: int = 3, *, startup_timeout: float = 20.0) -> None:
+    Faults are addressed by a node's address; `wait_healthy()` waits until the live nodes agree on a map
+    that covers every slot and every live replica is in sync, which is what a test waits for after a fault.
+    """
+
+    def __init__(self, masters: int = 3, *, replicas: int = 0, startup_timeout: float = 20.0) -> None:
         self._dir = Path(tempfile.mkdtemp(prefix="fastdtm-cluster-"))
         self._nodes: list[RedisServer] = []
         self._bus_ports: list[int] = []
+        self._master_count = masters
         try:
-            for index in range(masters):
+            for index in range(masters * (1 + replicas)):
                 retry_on_port_in_use(functools.partial(self._start_node, index))
-            _form_cluster(self.startup_nodes, self._bus_ports)
-            _wait_cluster_ok(self.startup_nodes, startup_timeout)
+            _form_cluster(self.startup_nodes[:masters], self._bus_ports[:masters], self.startup_nodes)
+            for index in range(masters, len(self._nodes)):
+                _meet(self.startup_nodes[0], self.startup_nodes[index], self._bus_ports[index])
+            if replicas:
+                _wait_known(self.startup_nodes, startup_timeout)
+                for index in range(masters, len(self._nodes)):
+                    _replicate(self.startup_nodes[index], self.startup_nodes[index % masters])
+            self.wait_healthy(startup_timeout)
         except BaseException:
             self.stop()
             raise
@@ -159,8 +213,84 @@ class RedisCluster:
     def ports(self) -> list[int]:
         return [node.port for node in self._nodes]
 
+    def server(self, address: Address) -> RedisServer:
+        return next(node for node in self._nodes if node.address == address)
+
+    def live_nodes(self) -> list[Address]:
+        return [node.address for node in self._nodes if node.alive() and not node.paused]
+
     def masters(self) -> list[Address]:
-        return cluster_masters(self.startup_nodes)
+        return cluster_masters(self.live_nodes())
+
+    def replicas_of(self, master: Address) -> list[Address]:
+        """The live replicas of `master`, as a live node sees them."""
+        return [address for address, of in self.topology().items() if of == master]
+
+    def topology(self) -> dict[Address, Address | None]:
+        """Every node the cluster knows and is not failing: its master's address, or None for a master."""
+        with _client(*self.live_nodes()[0]) as client:
+            return _topology(str(client.execute_command("CLUSTER", "NODES")))
+
+    def master_of(self, key: str) -> Address:
+        with _client(*self.live_nodes()[0]) as client:
+            slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
+        for first, last, master, *_ in _slot_ranges(self.live_nodes()[0]):
+            if first <= slot <= last:
+                return master
+        raise LookupError(f"no master serves slot {slot}")
+
+    def failover(self, master: Address, timeout: float = 20.0) -> Address:
+        """A manual `CLUSTER FAILOVER` (the graceful kind an operator runs): returns the promoted replica."""
+        replica = self.replicas_of(master)[0]
+        with _client(*replica) as client:
+            client.execute_command("CLUSTER", "FAILOVER")
+        self._wait_promoted(master, replica, timeout)
+        return replica
+
+    def kill(self, address: Address) -> None:
+        self.server(address).kill()
+
+    def kill_master(self, master: Address, timeout: float = 20.0) -> Address:
+        """`kill -9` of a master, then waits until the cluster promotes its replica: returns the new master.
+        The cluster needs node-timeout (2 s here) to mark it failed before a replica may take over."""
+        replica = self.replicas_of(master)[0]
+        self.kill(master)
+        self._wait_promoted(master, replica, timeout)
+        return replica
+
+    def restart(self, address: Address, timeout: float = 20.0) -> None:
+        """Starts a killed node again (empty: no persistence) and waits until it is part of a healthy cluster."""
+        self.server(address).restart()
+        self.wait_healthy(timeout)
+
+    def pause(self, address: Address) -> None:
+        self.server(address).pause()
+
+    def resume(self, address: Address) -> None:
+        self.server(address).resume()
+
+    def heal(self, timeout: float = 30.0) -> None:
+        """Resumes paused nodes, restarts dead ones, and waits until the cluster is healthy again."""
+        for node in self._nodes:
+            node.resume()
+        for node in self._nodes:
+            if not node.alive():
+                node.restart()
+        self.wait_healthy(timeout)
+
+    def wait_healthy(self, timeout: float = 20.0) -> None:
+        """Until every live node says `cluster_state:ok` with the same full map, and every live replica's
+        link to its master is up (a failover right after start would otherwise find no replica in sync)."""
+        deadline = time.monotonic() + timeout
+        views: list[object] = []
+        while time.monotonic() < deadline:
+            live = self.live_nodes()
+            with contextlib.suppress(redis.RedisError):
+                views = [_node_view(host, port, len(self._nodes)) for host, port in live]
+                if None not in views and all(view == views[0] for view in views) and _replicas_in_sync(live):
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"cluster on {self.startup_nodes} not healthy in {timeout}s; last views: {views}")
 
     def flush(self) -> None:
         for host, port in self.masters():
@@ -180,6 +310,25 @@ class RedisCluster:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    def _wait_promoted(self, old: Address, new: Address, timeout: float) -> None:
+        """Until every live node sees `new` as a master and `old` (if alive) as a replica, and all is healthy."""
+        deadline = time.monotonic() + timeout
+        old_alive = self.server(old).alive()
+        while time.monotonic() < deadline:
+            with contextlib.suppress(redis.RedisError):
+                if all(self._promoted_in_view_of(node, old, new, old_alive) for node in self.live_nodes()):
+                    self.wait_healthy(max(0.1, deadline - time.monotonic()))
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"{new} did not take over from {old} in {timeout}s; topology {self.topology()}")
+
+    @staticmethod
+    def _promoted_in_view_of(node: Address, old: Address, new: Address, old_alive: bool) -> bool:
+        with _client(*node) as client:
+            topology = _topology(str(client.execute_command("CLUSTER", "NODES")))
+        promoted = new in topology and topology[new] is None
+        return promoted and (topology.get(old) == new or not old_alive)
+
     def _start_node(self, index: int) -> None:
         config = self._dir / f"nodes-{index}.conf"
         # A failed attempt may have written this file with other ports; a new attempt must start blank.
@@ -188,6 +337,10 @@ class RedisCluster:
         bus_port = free_port()
         args = ["--cluster-enabled", "yes", "--cluster-config-file", str(config), "--cluster-node-timeout", "2000"]
         args += ["--cluster-port", str(bus_port), "--cluster-announce-ip", HOST]
+        # A replica whose master died must take over however long ago it last heard from it.
+        args += ["--cluster-replica-validity-factor", "0"]
+        # A replica's first sync would otherwise wait 5 s for more replicas to share the transfer.
+        args += ["--repl-diskless-sync-delay", "0"]
         self._nodes.append(RedisServer(args, port=free_port()))
         self._bus_ports.append(bus_port)
 
@@ -281,30 +434,80 @@ def _wait_for_ping(process: LoggedProcess, port: int, timeout: float) -> None:
             time.sleep(0.05)
 
 
-def _form_cluster(nodes: Sequence[Address], bus_ports: Sequence[int]) -> None:
-    count = len(nodes)
-    for index, (host, port) in enumerate(nodes):
+def _form_cluster(masters: Sequence[Address], bus_ports: Sequence[int], everyone: Sequence[Address]) -> None:
+    count = len(masters)
+    for index, (host, port) in enumerate(masters):
         with _client(host, port) as client:
             first, last = index * CLUSTER_SLOTS // count, (index + 1) * CLUSTER_SLOTS // count - 1
             client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
-            # Distinct epochs up front (as `redis-cli --cluster create` does) spare the epoch-collision round.
+    # Distinct epochs up front (as `redis-cli --cluster create` does) spare the epoch-collision round.
+    for index, (host, port) in enumerate(everyone):
+        with _client(host, port) as client:
             client.execute_command("CLUSTER", "SET-CONFIG-EPOCH", index + 1)
-    host, port = nodes[0]
-    with _client(host, port) as client:
-        for (other_host, other_port), bus_port in zip(nodes[1:], bus_ports[1:], strict=True):
-            client.execute_command("CLUSTER", "MEET", other_host, other_port, bus_port)
+    for other, bus_port in zip(masters[1:], bus_ports[1:], strict=True):
+        _meet(masters[0], other, bus_port)
 
 
-def _wait_cluster_ok(nodes: Sequence[Address], timeout: float) -> None:
+def _meet(via: Address, other: Address, bus_port: int) -> None:
+    with _client(*via) as client:
+        client.execute_command("CLUSTER", "MEET", other[0], other[1], bus_port)
+
+
+def _wait_known(nodes: Sequence[Address], timeout: float) -> None:
+    """Until every node knows every other one: CLUSTER REPLICATE refuses a master it has not met yet."""
     deadline = time.monotonic() + timeout
-    views: list[object] = []
     while time.monotonic() < deadline:
         with contextlib.suppress(redis.RedisError):
-            views = [_node_view(host, port, len(nodes)) for host, port in nodes]
-            if None not in views and all(view == views[0] for view in views):
+            if all(_known_nodes(node) == len(nodes) for node in nodes):
                 return
-        time.sleep(0.1)
-    raise RuntimeError(f"cluster on {list(nodes)} did not converge in {timeout}s; last views: {views}")
+        time.sleep(0.05)
+    raise RuntimeError(f"cluster nodes {list(nodes)} did not all meet in {timeout}s")
+
+
+def _known_nodes(node: Address) -> int:
+    with _client(*node) as client:
+        text = str(client.execute_command("CLUSTER", "NODES"))
+    return sum(1 for line in text.splitlines() if line and "handshake" not in line.split()[2])
+
+
+def _replicate(replica: Address, master: Address) -> None:
+    with _client(*master) as client:
+        master_id = str(client.execute_command("CLUSTER", "MYID"))
+    with _client(*replica) as client:
+        client.execute_command("CLUSTER", "REPLICATE", master_id)
+
+
+def _replicas_in_sync(nodes: Sequence[Address]) -> bool:
+    for node in nodes:
+        with _client(*node) as client:
+            info = client.info("replication")
+        if info.get("role") == "slave" and info.get("master_link_status") != "up":
+            return False
+    return True
+
+
+def _topology(text: str) -> dict[Address, Address | None]:
+    """From CLUSTER NODES: each node that is not failing, with its master's address (None for a master)."""
+    by_id: dict[str, Address] = {}
+    rows: list[tuple[Address, set[str], str]] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 8:
+            continue
+        address = _address(fields[1].split("@", 1)[0])
+        by_id[fields[0]] = address
+        rows.append((address, set(fields[2].split(",")), fields[3]))
+    return {
+        address: (by_id.get(master) if "slave" in flags else None)
+        for address, flags, master in rows
+        if not flags & {"fail", "fail?", "handshake", "noaddr"}
+    }
+
+
+def _slot_ranges(node: Address) -> list[tuple[int, int, Address]]:
+    with _client(*node) as client:
+        ranges = client.execute_command("CLUSTER", "SLOTS")
+    return [(int(r[0]), int(r[1]), (HOST, int(r[2][1]))) for r in ranges]
 
 
 def _node_view(host: str, port: int, expected_nodes: int) -> frozenset[tuple[str, tuple[str, ...]]] | None:
