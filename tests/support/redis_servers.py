@@ -261,7 +261,13 @@ class RedisCluster:
     def restart(self, address: Address, timeout: float = 20.0) -> None:
         """Starts a killed node again (empty: no persistence) and waits until it is part of a healthy cluster."""
         self.server(address).restart()
-        self.wait_healthy(timeout)
+        deadline = time.monotonic() + timeout
+        # The others still flag it `fail` for a moment: healthy only once every live node has seen it back.
+        while not all(address in self._topology_of(node) for node in self.live_nodes()):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{address} did not rejoin the cluster in {timeout}s")
+            time.sleep(0.1)
+        self.wait_healthy(max(0.1, deadline - time.monotonic()))
 
     def pause(self, address: Address) -> None:
         self.server(address).pause()
@@ -279,15 +285,18 @@ class RedisCluster:
         self.wait_healthy(timeout)
 
     def wait_healthy(self, timeout: float = 20.0) -> None:
-        """Until every live node says `cluster_state:ok` with the same full map, and every live replica's
-        link to its master is up (a failover right after start would otherwise find no replica in sync)."""
+        """Until every live node says `cluster_state:ok` with the same full map and the same roles, and every
+        live replica's link to its master is up (a failover right after start would find no replica in sync)."""
         deadline = time.monotonic() + timeout
         views: list[object] = []
         while time.monotonic() < deadline:
             live = self.live_nodes()
             with contextlib.suppress(redis.RedisError):
                 views = [_node_view(host, port, len(self._nodes)) for host, port in live]
-                if None not in views and all(view == views[0] for view in views) and _replicas_in_sync(live):
+                # Roles too: a replica that was just told to follow a master knows it before the others do.
+                roles = [self._topology_of(node) for node in live]
+                agreed = all(view == views[0] for view in views) and all(role == roles[0] for role in roles)
+                if None not in views and agreed and _replicas_in_sync(live):
                     return
             time.sleep(0.1)
         raise RuntimeError(f"cluster on {self.startup_nodes} not healthy in {timeout}s; last views: {views}")
@@ -323,9 +332,14 @@ class RedisCluster:
         raise RuntimeError(f"{new} did not take over from {old} in {timeout}s; topology {self.topology()}")
 
     @staticmethod
-    def _promoted_in_view_of(node: Address, old: Address, new: Address, old_alive: bool) -> bool:
-        with _client(*node) as client:
-            topology = _topology(str(client.execute_command("CLUSTER", "NODES")))
+    def _topology_of(node: Address) -> dict[Address, Address | None]:
+        with contextlib.suppress(redis.RedisError), _client(*node) as client:
+            return _topology(str(client.execute_command("CLUSTER", "NODES")))
+        return {}
+
+    @classmethod
+    def _promoted_in_view_of(cls, node: Address, old: Address, new: Address, old_alive: bool) -> bool:
+        topology = cls._topology_of(node)
         promoted = new in topology and topology[new] is None
         return promoted and (topology.get(old) == new or not old_alive)
 
