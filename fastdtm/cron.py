@@ -23,6 +23,7 @@ from fastdtm.clock import Clock
 from fastdtm.config import Settings
 from fastdtm.engine import Engine
 from fastdtm.errors import StoreError
+from fastdtm.log_throttle import FaultLog
 from fastdtm.metrics import Metrics
 from fastdtm.store.base import Store
 from fastdtm.ticker import Ticker
@@ -51,6 +52,7 @@ class Cron:
         self.lease = f"{settings.node_id} {secrets.token_hex(8)}"
         self.owned: set[int] = set()
         self._rounds: set[asyncio.Task[None]] = set()
+        self._renew_faults = FaultLog(log, "lease renewals", unit="shards")
         self._tickers = [
             Ticker("cron-membership", settings.node_heartbeat, self.membership),
             Ticker("cron-renew", settings.lease_renew, self.renew),
@@ -112,12 +114,25 @@ class Cron:
         self.metrics.leases_held(len(self.owned))
 
     async def renew(self) -> None:
+        """Renew every owned lease; drop a shard only when its store says the lease is not ours.
+
+        A shard whose renewal failed (its master unreachable) stays owned: the lease is not known lost,
+        and it need not be, since `claim_due` checks the lease token in the same script: once the lease
+        expired or moved, that shard's claims fail with LeaseLost and `poll` drops it then.
+        """
         shards = sorted(self.owned)
         renewed = await self.store.renew_leases(shards, self.lease, self._ttl_ms)
-        for shard, ok in zip(shards, renewed, strict=True):
-            if not ok:
-                log.warning("lost the lease of shard %d", shard)
-                self.owned.discard(shard)
+        lost = [shard for shard, ok in zip(shards, renewed, strict=True) if ok is False]
+        unknown = sum(ok is None for ok in renewed)
+        if lost:
+            # An event, not a lasting fault: the shards are dropped, so they are not reported again.
+            log.warning("lost the lease of %d shards: %s", len(lost), _shard_list(lost))
+            self.owned.difference_update(lost)
+        if unknown:
+            # The store's error is in its own "claims failing" line: the same master fails both.
+            self._renew_faults.failed("no answer from their store; the leases are kept", unknown)
+        else:
+            self._renew_faults.succeeded()
         self.metrics.leases_held(len(self.owned))
 
     async def poll(self) -> None:
@@ -152,3 +167,9 @@ class Cron:
             log.warning("cron round stopped: %s", exc, extra={"gid": gid})
         except Exception:
             log.exception("cron round failed", extra={"gid": gid})
+
+
+def _shard_list(shards: Sequence[int], shown: int = 20) -> str:
+    """The first shards by number, and how many more: a line stays short when a whole master's worth moves."""
+    listed = ", ".join(map(str, shards[:shown]))
+    return listed + (f" and {len(shards) - shown} more" if len(shards) > shown else "")

@@ -1,10 +1,11 @@
 """The one loop primitive every background component uses: run a callable every `interval` seconds.
 
-Drift-compensated (sleeps the rest of the interval), logs and survives errors, never swallows
-cancellation itself, and stops promptly. Stopping sets a flag as well as cancelling the task:
-redis-py's asyncio client can swallow a cancellation that lands inside a command (the command
-completes and the caller never sees CancelledError), so a loop that relied on cancellation alone
-would run on forever and hold the process's shutdown.
+Drift-compensated (sleeps the rest of the interval), logs and survives errors (a failure that
+repeats is logged when it starts, summarized now and then, and when it ends: not once per tick),
+never swallows cancellation itself, and stops promptly. Stopping sets a flag as well as cancelling
+the task: redis-py's asyncio client can swallow a cancellation that lands inside a command (the
+command completes and the caller never sees CancelledError), so a loop that relied on cancellation
+alone would run on forever and hold the process's shutdown.
 """
 
 from __future__ import annotations
@@ -14,14 +15,19 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from fastdtm.log_throttle import SUMMARY_EVERY, FaultLog
+
 log = logging.getLogger(__name__)
 
 
 class Ticker:
-    def __init__(self, name: str, interval: float, tick: Callable[[], Awaitable[None]]) -> None:
+    def __init__(
+        self, name: str, interval: float, tick: Callable[[], Awaitable[None]], *, summary_every: float = SUMMARY_EVERY
+    ) -> None:
         self.name = name
         self.interval = interval
         self._tick = tick
+        self._faults = FaultLog(log, f"{name} tick", level=logging.ERROR, every=summary_every)
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
 
@@ -46,8 +52,10 @@ class Ticker:
             started = loop.time()
             try:
                 await self._tick()
-            except Exception:
-                log.exception("%s tick failed", self.name)
+            except Exception as exc:
+                self._faults.failed(exc, traceback=True)
+            else:
+                self._faults.succeeded()
             pause = max(0.0, self.interval - (loop.time() - started))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), pause)

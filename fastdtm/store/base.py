@@ -173,7 +173,12 @@ class Store(Protocol):
 
     async def acquire_lease(self, shard: int, lease: str, ttl_ms: int) -> bool: ...
 
-    async def renew_leases(self, shards: Sequence[int], lease: str, ttl_ms: int) -> list[bool]: ...
+    async def renew_leases(self, shards: Sequence[int], lease: str, ttl_ms: int) -> Sequence[bool | None]:
+        """Extend each shard's lease if `lease` still holds it: True renewed, False not ours (gone or
+        another node's), None unknown (that shard's server could not be reached: not known lost, and
+        the other shards are still renewed). The embedded store, which fails as a whole, raises
+        StoreUnavailable instead and never answers None."""
+        ...
 
     async def release_lease(self, shard: int, lease: str) -> bool: ...
 

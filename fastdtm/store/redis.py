@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any, Final
 
 from fastdtm.errors import LeaseLost, StoreUnavailable
+from fastdtm.log_throttle import FaultLog
 from fastdtm.metrics import Metrics
 from fastdtm.models import MAX_BRANCHES, Branch, Transaction
 from fastdtm.sharding import Keys
@@ -73,6 +74,7 @@ class RedisStore:
         self.shards = keys.shards
         self.finished_ttl_ms = finished_ttl_ms
         self._scripts = {name: Script(name) for name in SCRIPTS}
+        self._claim_faults = FaultLog(log, "claims", unit="shards")
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
         if self.metrics is not None:
@@ -198,7 +200,32 @@ class RedisStore:
         claims = await asyncio.gather(
             *(self.claim_due(s, lease, now_ms, limit, until_ms) for s in shards), return_exceptions=True
         )
-        return {s: _claimed(s, c) for s, c in zip(shards, claims, strict=True)}
+        return self._claimed(shards, claims)
+
+    def _claimed(
+        self, shards: Sequence[int], claims: Sequence[list[str] | BaseException]
+    ) -> dict[int, list[str] | None]:
+        """Each shard's gids; None where the lease was lost; nothing this tick where the shard's master
+        failed (one unreachable master must not stop the claims on the others; the next tick tries again)."""
+        gids: dict[int, list[str] | None] = {}
+        failed: list[StoreUnavailable] = []
+        for shard, claim in zip(shards, claims, strict=True):
+            if isinstance(claim, LeaseLost):
+                gids[shard] = None
+            elif isinstance(claim, StoreUnavailable):
+                failed.append(claim)
+                gids[shard] = []
+            elif isinstance(claim, BaseException):
+                raise claim
+            else:
+                gids[shard] = claim
+        # One line when shards start failing and when they recover, a summary in between: not a line
+        # per shard per tick for as long as a master is down.
+        if failed:
+            self._claim_faults.failed(failed[0], len(failed))
+        else:
+            self._claim_faults.succeeded()
+        return gids
 
     async def acquire_lease(self, shard: int, lease: str, ttl_ms: int) -> bool:
         key = self.keys.lease(shard)
@@ -206,13 +233,23 @@ class RedisStore:
             reply = await self.client.execute(key, "SET", key, lease, "NX", "PX", ttl_ms)
         return bool(reply == "OK")
 
-    async def renew_leases(self, shards: Sequence[int], lease: str, ttl_ms: int) -> list[bool]:
+    async def renew_leases(self, shards: Sequence[int], lease: str, ttl_ms: int) -> list[bool | None]:
+        """True renewed, False not ours, None unknown: the shard's master failed (see `Store`)."""
         renew = self._scripts["lease_renew"]
-        async with mapped():
-            replies = await asyncio.gather(
-                *(renew.run(self.client, [self.keys.lease(s)], [lease, ttl_ms]) for s in shards)
-            )
-        return [bool(r) for r in replies]
+        # return_exceptions: one dead master must neither fail the renewals on the others nor throw
+        # away those that succeeded.
+        replies = await asyncio.gather(
+            *(renew.run(self.client, [self.keys.lease(s)], [lease, ttl_ms]) for s in shards), return_exceptions=True
+        )
+        renewed: list[bool | None] = []
+        for reply in replies:
+            if isinstance(reply, (ReplyError, OSError, StoreUnavailable)):
+                renewed.append(None)  # not known lost: claim_due checks the token, so claims stay fenced
+            elif isinstance(reply, BaseException):
+                raise reply
+            else:
+                renewed.append(bool(reply))
+        return renewed
 
     async def release_lease(self, shard: int, lease: str) -> bool:
         return bool(await self._run("lease_release", [self.keys.lease(shard)], [lease]))
@@ -253,19 +290,6 @@ def _taken(reply: list[Any]) -> Taken:
     held_until = reply[3]
     trans = hashes.decode_trans(fields, held_until)
     return Taken(trans, hashes.decode_branches(fields, reply[2]), int(held_until))
-
-
-def _claimed(shard: int, claim: list[str] | BaseException) -> list[str] | None:
-    """A claim's gids; None when the lease was lost; nothing this tick if the shard's master failed
-    (one unreachable master must not stop the claims on the others; the next tick tries again)."""
-    if isinstance(claim, LeaseLost):
-        return None
-    if isinstance(claim, StoreUnavailable):
-        log.warning("claim on shard %d failed: %s", shard, claim)
-        return []
-    if isinstance(claim, BaseException):
-        raise claim
-    return claim
 
 
 class _Lister:
