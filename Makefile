@@ -5,7 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: run run-redis test lint typecheck unit bench bench-saga bench-scale clean
+PROFILE ?= short
+
+.PHONY: run run-redis test test-resilience lint typecheck unit bench bench-saga bench-scale clean
 
 # Run a fastdtm node at :36789 on the embedded store (./fastdtm.db): nothing else to install.
 run: $(STAMP)
@@ -23,6 +25,11 @@ test: $(STAMP) lint typecheck
 	./scripts/ensure-mariadb.sh
 	./scripts/warm-interop.sh
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# Transfers through 3 nodes on a 3+3 Redis Cluster under node kills and Redis failovers (PROFILE=short|long).
+test-resilience: $(STAMP)
+	./scripts/ensure-redis.sh
+	$(BIN)/pytest tests/resilience --resilience-profile=$(PROFILE) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .
