@@ -33,6 +33,9 @@ def settle(transfers: Sequence[Transfer], bases: Sequence[str], timeout: float) 
                     pending.discard(gid)
             if pending:
                 time.sleep(0.5)
+        # A request a node still held when its client gave up could store its gid late: ask once more.
+        for gid in [gid for gid, status in final.items() if status is None]:
+            final[gid] = coordinator.lookup(gid)
     finally:
         coordinator.close()
     return final
@@ -50,6 +53,8 @@ class Verdict:
     money_total: int = 0
     money_expected: int = 0
     by_kind: Counter[str] = field(default_factory=Counter)
+    #: What the clients went through (aborts, replies lost and found by query, senders that died).
+    notes: Counter[str] = field(default_factory=Counter)
 
     @property
     def money_conserved(self) -> bool:
@@ -75,6 +80,7 @@ def judge(transfers: Sequence[Transfer], final: dict[str, str | None], bank: Cha
 def _judge_one(verdict: Verdict, transfer: Transfer, status: str | None, bank: ChaosBank) -> None:
     gid = transfer.gid
     verdict.by_kind[f"{transfer.kind}:{status}"] += 1
+    verdict.notes.update(transfer.notes)
     if transfer.acknowledged:
         verdict.acknowledged += 1
         verdict.succeeded += status == "succeed"
@@ -110,6 +116,7 @@ def summary(verdict: Verdict, bank: ChaosBank, chaos: Chaos, profile: str, seed:
         f"  bank: calls {books.calls} faults [{faults}] refusals (409) {books.refusals}"
         f" null compensations {books.null_compensations} suspended {books.suspended}",
         "  outcomes: " + ", ".join(f"{key} {n}" for key, n in sorted(verdict.by_kind.items())),
+        "  clients: " + ", ".join(f"{note} {n}" for note, n in sorted(verdict.notes.items())),
         "  chaos: " + "; ".join(f"{at}s {what}" for at, what in chaos.log),
     ]
     return "\n".join(lines)

@@ -83,11 +83,12 @@ def test_transfers_survive_node_and_redis_faults(
     verdict = judge(load.transfers, final, chaos_bank)
     text = summary(verdict, chaos_bank, chaos, profile.name, seed)
     report(text)
-    print(text)
-    assert not load.errors, "load threads raised (a harness bug):\n" + "\n".join(load.errors)
-    assert chaos.error is None, f"the chaos schedule failed:\n{chaos.error}"
-    assert not server.errors, "bank handlers raised:\n" + "\n".join(server.errors)
-    assert not verdict.failures(), "\n".join([*verdict.failures(), f"seed {seed}; node logs in {tmp_path}"])
+    problems = [f"load threads raised (a harness bug):\n{error}" for error in load.errors]
+    problems += [f"the chaos schedule failed:\n{chaos.error}"] if chaos.error else []
+    problems += [f"bank handlers raised:\n{error}" for error in server.errors]
+    problems += verdict.failures()
+    if problems:
+        pytest.fail("\n".join([*problems, f"seed {seed}; node logs in {tmp_path}"]), pytrace=False)
 
 
 def _heal(pool: NodePool, cluster: RedisCluster) -> None:
