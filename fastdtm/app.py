@@ -36,6 +36,7 @@ from fastdtm.engine import Engine
 from fastdtm.errors import ApiError, StoreError
 from fastdtm.invoker import Invoker
 from fastdtm.kinds.base import Policy
+from fastdtm.log_throttle import FaultLog
 from fastdtm.metrics import Metrics
 from fastdtm.service import Service
 from fastdtm.sharding import Keys
@@ -45,7 +46,8 @@ from fastdtm.store.embedded_kv import EmbeddedKV
 from fastdtm.store.kv import KV_SCRIPTS, RedisKV
 from fastdtm.store.kv_base import KV
 from fastdtm.store.redis import SCRIPTS, RedisStore, Script
-from fastdtm.store.resp import connect
+from fastdtm.store.redis_client import connect
+from fastdtm.store.resp import Timeouts
 from fastdtm.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -73,7 +75,10 @@ async def build_store(settings: Settings, metrics: Metrics) -> tuple[Store, KV]:
         store = await EmbeddedStore.open(parse_sqlite_url(settings.store), finished_ttl_ms, metrics=metrics)
         return store, EmbeddedKV(store)
     keys = Keys(settings.key_prefix, settings.shards)
-    client = connect(settings.store, preload=[Script(name).source for name in (*SCRIPTS, *KV_SCRIPTS)])
+    timeouts = Timeouts(
+        connect=settings.redis_connect_timeout, reply=settings.redis_reply_timeout, retry=settings.redis_retry_time
+    )
+    client = connect(settings.store, timeouts, preload=[Script(name).source for name in (*SCRIPTS, *KV_SCRIPTS)])
     # One Redis client per process: the KV shares the store's, and store.close() closes it.
     redis_store = RedisStore(client, keys, finished_ttl_ms, metrics)
     return redis_store, RedisKV(client, keys)
@@ -84,14 +89,18 @@ async def _wait_for(store: Store, url: str) -> None:
 
     The first call also lets a cluster client learn the slot map before concurrent traffic starts.
     """
+    # A store that stays away (a wrong password, a cluster still being set up) is said once, then every 30 s.
+    waiting = FaultLog(log, f"start-up waits: the store {url}")
     with _signals_end_the_wait(url):
         while True:
             try:
                 await store.ping()
-                return
             except StoreError as exc:
-                log.warning("waiting for the store %s: %s", url, exc)
+                waiting.failed(exc)
                 await asyncio.sleep(1.0)
+                continue
+            waiting.succeeded()
+            return
 
 
 @contextmanager
@@ -141,9 +150,9 @@ def create_app(settings: Settings) -> DirectRoutes:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
-        log.info("fastdtm node %s starting on store %s", settings.node_id, settings.store)
+        log.info("fastdtm node %s starting on store %s", settings.node_id, settings.store_shown)
         store, kv = await build_store(settings, metrics)
-        await _wait_for(store, settings.store)
+        await _wait_for(store, settings.store_shown)
         clock = SystemClock()
         topics = Topics(kv, clock)
         policy = Policy(int(settings.retry_interval * 1000), int(settings.timeout_to_fail * 1000))

@@ -25,7 +25,8 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
     "--store": (
         "store",
         str,
-        "sqlite:///path.db (default ./fastdtm.db), redis://host:port/db or redis+cluster://h1:p1,h2:p2",
+        "sqlite:///path.db (default ./fastdtm.db), redis[s]://[user:password@]host:port/db or "
+        "redis[s]+cluster://[user:password@]h1:p1,h2:p2",
     ),
     "--host": ("host", str, "address to listen on (default 0.0.0.0)"),
     "--port": ("port", int, "HTTP port (default 36789, DTM's)"),
@@ -41,6 +42,22 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
         float,
         "how far apart the nodes' clocks may be; a round stops calling branches this long before its hold "
         "on a transaction ends, seconds (default 0.5)",
+    ),
+    "--redis-connect-timeout": (
+        "redis_connect_timeout",
+        float,
+        "opening a Redis connection, handshake included, seconds (default 5)",
+    ),
+    "--redis-reply-timeout": (
+        "redis_reply_timeout",
+        float,
+        "a Redis connection whose oldest command waits this long for its reply is closed, seconds (default 10)",
+    ),
+    "--redis-retry-time": (
+        "redis_retry_time",
+        float,
+        "how long a Redis command that was not run (failover, TRYAGAIN, CLUSTERDOWN, LOADING, refused "
+        "connection) is tried again, seconds (default 2; 0: never)",
     ),
     "--shards": ("shards", int, "number of shards, fixed per deployment (default 256)"),
     "--key-prefix": ("key_prefix", str, "Redis key prefix (default fastdtm)"),
@@ -128,7 +145,7 @@ def serve(settings: Settings) -> int:
             settings.store,
         )
     else:
-        log.info("fastdtm %s on store %s", __version__, settings.store)
+        log.info("fastdtm %s on store %s", __version__, settings.store_shown)
     common = {
         "host": settings.host,
         "port": settings.port,

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
 
 from fastdtm.store.embedded import parse_sqlite_url
 
@@ -42,6 +43,8 @@ _POSITIVE: Final = (
     "header_timeout",
     "body_timeout",
     "keep_alive_timeout",
+    "redis_connect_timeout",
+    "redis_reply_timeout",
 )
 #: Lower bounds of the other numbers.
 _MINIMUM: Final[Mapping[str, int]] = {
@@ -57,6 +60,8 @@ _MINIMUM: Final[Mapping[str, int]] = {
     # 0 would leave every claimed transaction waiting for room that never comes.
     "cron_concurrency": 1,
     "alert_retry_limit": 0,
+    # 0: a command that was not run fails at once instead of being sent again.
+    "redis_retry_time": 0,
 }
 _RANGES: Final[Mapping[str, tuple[int, int]]] = {"shards": (1, 16384), "claim_batch": (1, 1000)}
 
@@ -90,6 +95,12 @@ class Settings:
     #: How far apart the nodes' clocks may be: a round sends no branch call this long before its hold on
     #: the transaction ends (docs/architecture.md, "Failure model"). Holds last at least twice this.
     max_clock_skew: float = 0.5
+    #: The Redis client's limits (`resp.Timeouts`): opening a connection with its handshake; waiting for a
+    #: reply before the connection is declared dead; retrying a command whose error says it did not run
+    #: (a failover's redirections, TRYAGAIN, CLUSTERDOWN, LOADING, a refused connection).
+    redis_connect_timeout: float = 5.0
+    redis_reply_timeout: float = 10.0
+    redis_retry_time: float = 2.0
     #: Number of shards; fixed for the life of a deployment (it decides where keys live).
     shards: int = 256
     key_prefix: str = "fastdtm"
@@ -138,9 +149,10 @@ class Settings:
 
     def _check_store(self) -> None:
         if not self.embedded:
-            if not self.store.startswith(("redis://", "rediss://", "redis+cluster://")):
+            if not self.store.startswith(("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")):
                 raise SettingsError(
-                    f"Setting 'store' must be a sqlite:///path, redis:// or redis+cluster:// URL, got {self.store!r}."
+                    "Setting 'store' must be a sqlite:///path, redis[s]:// or redis[s]+cluster:// URL, "
+                    f"got {self.store!r}."
                 )
             return
         try:
@@ -151,6 +163,15 @@ class Settings:
             raise SettingsError(
                 "The embedded store (sqlite://) serves one node: run --workers 1, or use Redis for several."
             )
+
+    @property
+    def store_shown(self) -> str:
+        """The store URL for logs: its password replaced by `***`."""
+        parts = urlsplit(self.store)
+        if parts.password is None:
+            return self.store
+        user, _, hosts = parts.netloc.rpartition("@")
+        return urlunsplit(parts._replace(netloc=f"{user.partition(':')[0]}:***@{hosts}"))
 
     @property
     def embedded(self) -> bool:

@@ -53,6 +53,7 @@ class Cron:
         self.owned: set[int] = set()
         self._rounds: set[asyncio.Task[None]] = set()
         self._renew_faults = FaultLog(log, "lease renewals", unit="shards")
+        self._move_faults = FaultLog(log, "lease moves", unit="shards")
         self._tickers = [
             Ticker("cron-membership", settings.node_heartbeat, self.membership),
             Ticker("cron-renew", settings.lease_renew, self.renew),
@@ -105,12 +106,29 @@ class Cron:
         if self.node_id not in nodes:
             nodes.append(self.node_id)
         mine = {s for s in range(self.store.shards) if rendezvous_owner(s, nodes) == self.node_id}
-        for shard in sorted(self.owned - mine):
-            await self.store.release_lease(shard, self.lease)
-            self.owned.discard(shard)
-        for shard in sorted(mine - self.owned):
-            if await self.store.acquire_lease(shard, self.lease, self._ttl_ms):
+        # All at once (one round trip per Redis node) and each on its own: a shard whose master is down must
+        # not keep this node from the shards of the healthy ones.
+        leaving, coming = sorted(self.owned - mine), sorted(mine - self.owned)
+        store = self.store
+        replies = await asyncio.gather(
+            *(store.release_lease(shard, self.lease) for shard in leaving),
+            *(store.acquire_lease(shard, self.lease, self._ttl_ms) for shard in coming),
+            return_exceptions=True,
+        )
+        failed: list[BaseException] = []
+        for shard, reply in zip([*leaving, *coming], replies, strict=True):
+            if isinstance(reply, StoreError):
+                failed.append(reply)  # tried again next tick; a release not done expires with its TTL
+            elif isinstance(reply, BaseException):
+                raise reply
+            elif shard in mine and reply:
                 self.owned.add(shard)
+            elif shard not in mine:
+                self.owned.discard(shard)
+        if failed:
+            self._move_faults.failed(failed[0], len(failed))
+        else:
+            self._move_faults.succeeded()
         self.metrics.leases_held(len(self.owned))
 
     async def renew(self) -> None:

@@ -171,7 +171,10 @@ class Store(Protocol):
         """claim_due for each shard in one go: shard -> its gids, or None if the lease is lost there."""
         ...
 
-    async def acquire_lease(self, shard: int, lease: str, ttl_ms: int) -> bool: ...
+    async def acquire_lease(self, shard: int, lease: str, ttl_ms: int) -> bool:
+        """Take the shard's lease if nobody holds it, or renew it if `lease` does: an acquire that timed out
+        may have run after all, and its retry must not find the lease taken by its own token."""
+        ...
 
     async def renew_leases(self, shards: Sequence[int], lease: str, ttl_ms: int) -> Sequence[bool | None]:
         """Extend each shard's lease if `lease` still holds it: True renewed, False not ours (gone or

@@ -18,7 +18,8 @@ from typing import Any, Final
 from fastdtm.errors import Invalid
 from fastdtm.sharding import Keys
 from fastdtm.store.redis import Script, mapped
-from fastdtm.store.resp import Arg, Commands
+from fastdtm.store.redis_client import Commands
+from fastdtm.store.resp import Arg
 
 #: DTM's SQL schema bounds `cat` at 45 and `k` at 128 characters; so do we, on every store.
 MAX_CAT: Final = 45

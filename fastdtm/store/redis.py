@@ -23,8 +23,9 @@ from fastdtm.sharding import Keys
 from fastdtm.states import TERMINAL, TransStatus
 from fastdtm.store import hashes
 from fastdtm.store.base import Change, ListPage, ListQuery, Taken, check_take_over, parse_position
+from fastdtm.store.redis_client import Commands
 from fastdtm.store.replies import raise_for
-from fastdtm.store.resp import Arg, Commands, ReplyError
+from fastdtm.store.resp import Arg, ReplyError
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +232,11 @@ class RedisStore:
         key = self.keys.lease(shard)
         async with mapped():
             reply = await self.client.execute(key, "SET", key, lease, "NX", "PX", ttl_ms)
-        return bool(reply == "OK")
+        if reply == "OK":
+            return True
+        # An earlier acquire that timed out may have run after all (a frozen master runs what it had received
+        # once it thaws): the lease is then ours already, and this renews it.
+        return bool(await self._run("lease_renew", [key], [lease, ttl_ms]))
 
     async def renew_leases(self, shards: Sequence[int], lease: str, ttl_ms: int) -> list[bool | None]:
         """True renewed, False not ours, None unknown: the shard's master failed (see `Store`)."""
@@ -278,7 +283,7 @@ class RedisStore:
 
     async def ping(self) -> None:
         async with mapped():
-            await self.client.execute(None, "PING")
+            await self.client.ready()
 
     async def close(self) -> None:
         await self.client.aclose()

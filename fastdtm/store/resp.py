@@ -1,4 +1,4 @@
-"""A lean Redis client for the store's hot path: one connection per Redis node, auto-pipelined.
+"""The wire under the store's Redis client: one connection per Redis node, auto-pipelined.
 
 Why not redis-py: profiling a node under load put a third of its CPU inside redis-py (command
 packing, the connection pool, retry wrappers, a timeout context per command), more than the HTTP
@@ -10,11 +10,11 @@ Auto-pipelining: every command issued during one event-loop iteration is written
 replies resolve a FIFO of futures. Under load many requests' scripts share a round trip and a read
 event on both sides; alone, a command still leaves in the same iteration it was issued in.
 
-Failure model, kept simple on purpose: a connection that breaks or stays silent past the timeout
-fails every command waiting on it with `ConnectionError` (the store maps it to StoreUnavailable;
-callers and the cron retry, and every script is safe to run again: it checks the state it expects).
-The next command opens a new connection. A cluster client follows MOVED and ASK, and re-reads the
-slot map after a MOVED or a broken connection.
+Failure model: a connection that breaks or stays silent past the reply timeout fails every command
+waiting on it with `ConnectionError` (such a command may have run). A command that never left, because
+the connection could not be opened or its handshake failed, fails with `NotSent`, which a caller may
+retry without asking whether it ran. A failed handshake closes its socket. The next command opens a
+new connection. What to retry, and the cluster's map, are `redis_client`'s.
 """
 
 from __future__ import annotations
@@ -22,22 +22,35 @@ from __future__ import annotations
 import asyncio
 import collections
 import ssl as ssl_module
-from collections.abc import Awaitable, Sequence
-from typing import Any, Final, Protocol, cast
-from urllib.parse import unquote, urlsplit
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, cast
 
 import hiredis
 
-from fastdtm.sharding import slot_of
-
 Arg = str | int | bytes
 
-CONNECT_TIMEOUT: Final = 5.0
-#: How long the oldest command on a connection may wait for its reply before the connection is
-#: declared dead (a reply that never comes would otherwise hang a request forever).
-REPLY_TIMEOUT: Final = 10.0
-#: MOVED/ASK hops followed for one command (a resharding in progress can move a slot twice).
-MAX_REDIRECTS: Final = 5
+#: Error codes that mean the command did not run and may succeed soon: a slot in migration (TRYAGAIN), a
+#: cluster without full coverage (CLUSTERDOWN), a server loading its dataset (LOADING), a master demoted to
+#: a replica behind the same address (READONLY), a replica without its master (MASTERDOWN).
+RETRY_LATER: Final = frozenset({"TRYAGAIN", "CLUSTERDOWN", "LOADING", "READONLY", "MASTERDOWN"})
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """The client's time limits, in seconds (`--redis-*` flags)."""
+
+    #: Opening a connection, handshake included (AUTH, SELECT, loading the scripts).
+    connect: float = 5.0
+    #: How long the oldest command on a connection may wait for its reply before the connection is
+    #: declared dead (a reply that never comes would otherwise hang a request forever).
+    reply: float = 10.0
+    #: How long one command keeps trying after errors that mean "not run, try again" (`NotSent`,
+    #: RETRY_LATER): enough to ride a failover's redirections or a server's restart, no more.
+    retry: float = 2.0
+    #: A reply this late makes a cluster client re-read its map (has the node been replaced?), and the
+    #: time budget of each node asked for it.
+    stall: float = 1.0
 
 
 def pack(command: tuple[Arg, ...]) -> bytes:
@@ -55,16 +68,8 @@ class ReplyError(Exception):
         return str(self).split(" ", 1)[0]
 
 
-class Commands(Protocol):
-    """What the store needs from a Redis client, standalone or cluster."""
-
-    async def execute(self, key: str | None, *args: Arg) -> Any:
-        """Runs one command on the node that owns `key` (any node when None); raises ReplyError."""
-        ...
-
-    async def evalsha(self, sha: str, source: str, keys: Sequence[str], args: Sequence[Arg]) -> Any: ...
-
-    async def aclose(self) -> None: ...
+class NotSent(ConnectionError):
+    """The command never reached Redis (no connection, or its handshake failed): safe to send again."""
 
 
 class _Pending:
@@ -76,11 +81,17 @@ class _Pending:
 
 
 class Connection(asyncio.Protocol):
-    """One TCP connection: buffered writes flushed once per loop iteration, replies matched in order."""
+    """One TCP connection: buffered writes flushed once per loop iteration, replies matched in order.
 
-    def __init__(self, address: str, reply_timeout: float = REPLY_TIMEOUT) -> None:
+    `on_stall` (a cluster client's) is called, once per `stall` seconds, while the oldest command has
+    waited longer than that: the node may be frozen or gone, and its slots served elsewhere by now.
+    """
+
+    def __init__(self, address: str, timeouts: Timeouts, on_stall: Callable[[Connection], None] | None = None) -> None:
         self.address = address
-        self._timeout = reply_timeout
+        self._timeout = timeouts.reply
+        self._on_stall = on_stall
+        self._check_every = min(timeouts.stall, timeouts.reply) if on_stall is not None else timeouts.reply
         self._loop = asyncio.get_running_loop()
         self._reader = hiredis.Reader(encoding="utf-8", replyError=ReplyError)
         self._transport: asyncio.Transport | None = None
@@ -98,9 +109,20 @@ class Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        self._reader.feed(data)
+        reader = self._reader
+        reader.feed(data)
         pending = self._pending
-        while (reply := self._reader.gets()) is not False:
+        while True:
+            try:
+                reply = reader.gets()
+            except UnicodeDecodeError as exc:
+                # hiredis consumed the whole reply before decoding it: only this command fails.
+                reply = ReplyError(f"DECODE reply is not UTF-8 text: {exc}")
+            except hiredis.ProtocolError as exc:
+                self._fail(ConnectionError(f"redis {self.address}: protocol error: {exc}"))
+                return
+            if reply is False:
+                return
             if not pending:
                 # A reply nobody asked for: the stream is out of step, nothing after it can be trusted.
                 self._fail(ConnectionError(f"redis {self.address}: unexpected reply"))
@@ -118,15 +140,19 @@ class Connection(asyncio.Protocol):
 
     def send(self, packed: bytes) -> asyncio.Future[Any]:
         if self._closed is not None:
-            raise ConnectionError(str(self._closed))
+            raise NotSent(str(self._closed))
         future = self._loop.create_future()
         self._pending.append(_Pending(future, self._loop.time()))
         if not self._out:
             self._loop.call_soon(self._flush)
         self._out.append(packed)
         if self._watchdog is None:
-            self._watchdog = self._loop.call_later(self._timeout, self._check_replies)
+            self._watchdog = self._loop.call_later(self._check_every, self._check_replies)
         return future
+
+    def stalled_for(self) -> float:
+        """How long the oldest command has waited for its reply (0 when none waits)."""
+        return self._loop.time() - self._pending[0].sent_at if self._pending else 0.0
 
     def _flush(self) -> None:
         if self._transport is not None and self._closed is None and self._out:
@@ -138,11 +164,15 @@ class Connection(asyncio.Protocol):
         self._watchdog = None
         if not self._pending or self._closed is not None:
             return
-        waited = self._loop.time() - self._pending[0].sent_at
+        waited = self.stalled_for()
         if waited >= self._timeout:
             self._fail(ConnectionError(f"redis {self.address}: no reply in {self._timeout:g} s"))
-        else:
-            self._watchdog = self._loop.call_later(self._timeout - waited, self._check_replies)
+            return
+        if self._on_stall is not None and waited >= self._check_every:
+            self._on_stall(self)
+            if self._closed is not None:
+                return
+        self._watchdog = self._loop.call_later(min(self._check_every, self._timeout - waited), self._check_replies)
 
     def _fail(self, exc: ConnectionError) -> None:
         if self._closed is None:
@@ -157,6 +187,10 @@ class Connection(asyncio.Protocol):
         self._out.clear()
         if self._transport is not None:
             self._transport.abort()
+
+    def abandon(self, reason: str) -> None:
+        """Fails what waits on this connection now (the node no longer serves those commands' slots)."""
+        self._fail(ConnectionError(f"redis {self.address}: {reason}"))
 
     def close(self) -> None:
         self._fail(ConnectionError(f"redis {self.address}: client closed"))
@@ -174,19 +208,27 @@ class Node:
         username: str | None,
         db: int,
         tls: bool,
-        reply_timeout: float = REPLY_TIMEOUT,
+        timeouts: Timeouts,
         preload: Sequence[str] = (),
+        on_stall: Callable[[Connection], None] | None = None,
     ):
         self.host = host
-        self._reply_timeout = reply_timeout
-        self._preload = [pack(("SCRIPT", "LOAD", source)) for source in preload]
         self.port = port
         self.address = f"{host}:{port}"
+        self._timeouts = timeouts
+        self._preload = [pack(("SCRIPT", "LOAD", source)) for source in preload]
         self._auth = (username, password)
         self._db = db
         self._tls = tls
+        self._on_stall = on_stall
         self._connection: Connection | None = None
         self._connecting: asyncio.Task[Connection] | None = None
+
+    @property
+    def connected(self) -> Connection | None:
+        """The open connection, if any: no I/O."""
+        connection = self._connection
+        return connection if connection is not None and connection.usable else None
 
     async def connection(self) -> Connection:
         connection = self._connection
@@ -205,31 +247,52 @@ class Node:
             task.exception()  # retrieved here: a failed connect nobody awaited any more is not an error to log
 
     async def _connect(self) -> Connection:
-        loop = asyncio.get_running_loop()
         try:
-            _, connection = await asyncio.wait_for(
-                loop.create_connection(
-                    lambda: Connection(self.address, self._reply_timeout),
-                    self.host,
-                    self.port,
-                    ssl=ssl_module.create_default_context() if self._tls else None,
-                ),
-                CONNECT_TIMEOUT,
-            )
-        except (TimeoutError, OSError) as exc:
-            raise ConnectionError(f"redis {self.address}: cannot connect: {exc or 'timeout'}") from exc
-        username, password = self._auth
-        if password is not None:
-            auth = ("AUTH", username, password) if username else ("AUTH", password)
-            await connection.send(pack(auth))
-        if self._db:
-            await connection.send(pack(("SELECT", self._db)))
-        # Every new connection (first use, after a restart or a failover) loads the scripts first, in
-        # one round trip: otherwise the first burst of calls would each get NOSCRIPT and load on its own.
-        for loaded in [connection.send(command) for command in self._preload]:
-            await loaded
+            return await asyncio.wait_for(self._open(), self._timeouts.connect)
+        except TimeoutError as exc:
+            raise NotSent(
+                f"redis {self.address}: cannot connect: no handshake in {self._timeouts.connect:g} s"
+            ) from exc
+        except OSError as exc:
+            if isinstance(exc, NotSent):
+                raise
+            raise NotSent(f"redis {self.address}: cannot connect: {exc}") from exc
+
+    async def _open(self) -> Connection:
+        loop = asyncio.get_running_loop()
+        _, connection = await loop.create_connection(
+            lambda: Connection(self.address, self._timeouts, self._on_stall),
+            self.host,
+            self.port,
+            ssl=ssl_module.create_default_context() if self._tls else None,
+        )
+        try:
+            await self._handshake(connection)
+        except BaseException:
+            # Whatever failed (a wrong password, LOADING, the connect timeout): the socket goes with it.
+            connection.close()
+            raise
         self._connection = connection
         return connection
+
+    async def _handshake(self, connection: Connection) -> None:
+        commands = []
+        username, password = self._auth
+        if password is not None:
+            commands.append(pack(("AUTH", username, password) if username else ("AUTH", password)))
+        if self._db:
+            commands.append(pack(("SELECT", self._db)))
+        # Every new connection (first use, after a restart or a failover) loads the scripts first, in
+        # the same round trip: otherwise the first burst of calls would each get NOSCRIPT and load on its own.
+        commands += self._preload
+        replies = [connection.send(command) for command in commands]
+        try:
+            for reply in replies:
+                await reply
+        except ReplyError as exc:
+            if exc.code in RETRY_LATER:  # a server still loading its data: worth another try soon
+                raise NotSent(f"redis {self.address}: not ready: {exc}") from exc
+            raise
 
     async def execute(self, packed: bytes) -> Any:
         connection = self._connection
@@ -237,175 +300,13 @@ class Node:
             connection = await self.connection()
         return await connection.send(packed)
 
+    def drop(self) -> None:
+        """Closes the connection so that the next command connects again (and resolves the name again)."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
     def close(self) -> None:
         if self._connecting is not None:
             self._connecting.cancel()
-        if self._connection is not None:
-            self._connection.close()
-
-
-async def _evalsha(run: Any, key: str | None, sha: str, source: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-    """EVALSHA, loading the script once if the node forgot it (restart, failover, SCRIPT FLUSH)."""
-    command = pack(("EVALSHA", sha, len(keys), *keys, *args))
-    try:
-        return await run(key, command)
-    except ReplyError as exc:
-        if exc.code != "NOSCRIPT":
-            raise
-    await run(key, pack(("SCRIPT", "LOAD", source)))
-    return await run(key, command)
-
-
-class Redis:
-    """A standalone server (`redis://[user:password@]host:port/db`, `rediss://` for TLS)."""
-
-    def __init__(self, node: Node) -> None:
-        self.node = node
-
-    async def execute(self, key: str | None, *args: Arg) -> Any:
-        return await self.node.execute(pack(args))
-
-    def _run(self, key: str | None, packed: bytes) -> Awaitable[Any]:
-        return self.node.execute(packed)  # a plain function: one coroutine less per command
-
-    async def evalsha(self, sha: str, source: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        return await _evalsha(self._run, None, sha, source, keys, args)
-
-    async def aclose(self) -> None:
-        self.node.close()
-
-
-class Cluster:
-    """A Redis Cluster (`redis+cluster://host:port,host:port`): commands go to the master of their key's slot.
-
-    The slot map comes from CLUSTER SLOTS on any known node. MOVED updates that slot at once and
-    makes the next command re-read the whole map first (a failover or resharding moves many slots);
-    so does a node that cannot be reached. ASK sends that one command, after ASKING, to the node named.
-    """
-
-    def __init__(
-        self,
-        seeds: Sequence[tuple[str, int]],
-        *,
-        password: str | None = None,
-        username: str | None = None,
-        tls: bool = False,
-        reply_timeout: float = REPLY_TIMEOUT,
-        preload: Sequence[str] = (),
-    ):
-        self._options: dict[str, Any] = {
-            "password": password,
-            "username": username,
-            "db": 0,
-            "tls": tls,
-            "reply_timeout": reply_timeout,
-            "preload": preload,
-        }
-        self._nodes: dict[str, Node] = {}
-        self._seeds = [self._node(host, port) for host, port in seeds]
-        self._slots: list[Node | None] = [None] * 16384
-        self._stale = True
-        self._refreshing: asyncio.Task[None] | None = None
-
-    def _node(self, host: str, port: int) -> Node:
-        address = f"{host}:{port}"
-        node = self._nodes.get(address)
-        if node is None:
-            node = self._nodes[address] = Node(host, port, **self._options)
-        return node
-
-    async def _refresh(self) -> None:
-        if self._refreshing is None or self._refreshing.done():
-            self._refreshing = asyncio.ensure_future(self._read_slots())
-        await asyncio.shield(self._refreshing)
-
-    async def _read_slots(self) -> None:
-        errors = []
-        known = {id(n): n for n in [*self._seeds, *self._nodes.values()]}
-        for node in known.values():
-            try:
-                ranges = await node.execute(pack(("CLUSTER", "SLOTS")))
-            except (ConnectionError, ReplyError) as exc:
-                errors.append(str(exc))
-                continue
-            slots: list[Node | None] = [None] * 16384
-            for first, last, master, *_ in ranges:
-                owner = self._node(master[0] or node.host, int(master[1]))
-                slots[first : last + 1] = [owner] * (last - first + 1)
-            self._slots = slots
-            self._stale = False
-            return
-        raise ConnectionError("redis cluster: no node answered CLUSTER SLOTS: " + "; ".join(errors))
-
-    async def _owner(self, key: str | None) -> Node:
-        if self._stale:
-            await self._refresh()
-        node = self._slots[slot_of(key)] if key is not None else next(n for n in self._slots if n is not None)
-        if node is None:
-            raise ConnectionError(f"redis cluster: no master serves the slot of {key!r}")
-        return node
-
-    async def _run(self, key: str | None, packed: bytes) -> Any:
-        node = await self._owner(key)
-        for _ in range(MAX_REDIRECTS):
-            try:
-                return await node.execute(packed)
-            except ConnectionError:
-                self._stale = True
-                raise
-            except ReplyError as exc:
-                code = exc.code
-                if code not in ("MOVED", "ASK"):
-                    raise
-                _, slot, address = str(exc).split(" ")
-                host, _, port = address.rpartition(":")
-                node = self._node(host or node.host, int(port))
-                if code == "MOVED":
-                    self._slots[int(slot)] = node
-                    self._stale = True  # other slots probably moved too: re-read before the next command
-                else:
-                    connection = await node.connection()
-                    asking = connection.send(pack(("ASKING",)))
-                    answer = connection.send(packed)
-                    await asking
-                    return await answer
-        raise ConnectionError(f"redis cluster: more than {MAX_REDIRECTS} redirections for {key!r}")
-
-    async def execute(self, key: str | None, *args: Arg) -> Any:
-        return await self._run(key, pack(args))
-
-    async def evalsha(self, sha: str, source: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
-        return await _evalsha(self._run, keys[0] if keys else None, sha, source, keys, args)
-
-    async def aclose(self) -> None:
-        if self._refreshing is not None:
-            self._refreshing.cancel()
-        for node in self._nodes.values():
-            node.close()
-
-
-def connect(url: str, reply_timeout: float = REPLY_TIMEOUT, preload: Sequence[str] = ()) -> Redis | Cluster:
-    """A client for `redis://`, `rediss://` or `redis+cluster://h1:p1,h2:p2` (no I/O until the first command);
-    `preload`: Lua sources loaded on every connection it opens."""
-    parts = urlsplit(url)
-    password = unquote(parts.password) if parts.password is not None else None
-    username = unquote(parts.username) if parts.username else None
-    hosts = parts.netloc.rpartition("@")[2]
-    if parts.scheme == "redis+cluster":
-        seeds = [
-            (host or "127.0.0.1", int(port or 6379)) for host, _, port in (h.rpartition(":") for h in hosts.split(","))
-        ]
-        return Cluster(seeds, password=password, username=username, reply_timeout=reply_timeout, preload=preload)
-    path = parts.path.strip("/")
-    db = int(path) if path else 0
-    node = Node(
-        parts.hostname or "127.0.0.1",
-        parts.port or 6379,
-        password=password,
-        username=username,
-        db=db,
-        tls=parts.scheme == "rediss",
-        reply_timeout=reply_timeout,
-        preload=preload,
-    )
-    return Redis(node)
+        self.drop()

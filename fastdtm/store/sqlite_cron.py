@@ -19,11 +19,11 @@ RETIRE_BATCH: Final = 256
 
 
 def acquire_lease(conn: sqlite3.Connection, shard: int, lease: str, ttl_ms: int, wall_ms: int) -> bool:
-    """SET NX PX: take the lease if nobody holds it (an expired holder holds nothing)."""
+    """Take the lease if nobody holds it (an expired holder holds nothing), or renew it for its holder."""
     cursor = conn.execute(
         "INSERT INTO lease (shard, holder, expire_at) VALUES (?, ?, ?) "
         "ON CONFLICT (shard) DO UPDATE SET holder = excluded.holder, expire_at = excluded.expire_at "
-        "WHERE lease.expire_at <= ?",
+        "WHERE lease.expire_at <= ? OR lease.holder = excluded.holder",
         (shard, lease, wall_ms + ttl_ms, wall_ms),
     )
     return cursor.rowcount == 1

@@ -23,7 +23,7 @@ from fastdtm.api.http import api_error, store_error
 from fastdtm.errors import ApiError, ServerError, StoreError
 from fastdtm.sharding import Keys
 from fastdtm.store.kv import RedisKV
-from fastdtm.store.resp import Commands, connect
+from fastdtm.store.redis_client import Commands, connect
 from fastdtm.topics import CAT, Topics
 from tests.conftest import STORES
 from tests.support.redis_servers import RedisTarget

@@ -39,7 +39,7 @@ def test_a_node_waiting_for_its_store_stops_on_a_signal(tmp_path: Path, workers:
     argv += ["--port", str(free_port()), "--workers", str(workers)]
     process = LoggedProcess(argv, log_path=tmp_path / "node.log", cwd=tmp_path, env=node_env())
     try:
-        waiting = "waiting for the store"
+        waiting = "start-up waits: the store"
         wait_for(lambda: process.log_text().count(waiting) >= workers, f"not waiting:\n{process.log_tail()}", 20)
         time.sleep(1.0)
         os.kill(process.pid, signum)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from fastdtm.store import resp
+from fastdtm.store import redis_client
 from fastdtm.store.redis import RedisStore
 from tests.lua.support import FINISHED_TTL_MS, KEYS
 from tests.support.redis_client import Client, connect
@@ -25,7 +25,7 @@ async def client(redis_url: str) -> AsyncIterator[Client]:
 @pytest.fixture
 async def store(redis_url: str) -> AsyncIterator[RedisStore]:
     # fastdtm's own client, beside the test's redis-py `client` that seeds and inspects.
-    store = RedisStore(resp.connect(redis_url), KEYS, finished_ttl_ms=FINISHED_TTL_MS)
+    store = RedisStore(redis_client.connect(redis_url), KEYS, finished_ttl_ms=FINISHED_TTL_MS)
     try:
         yield store
     finally:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from fastdtm.errors import Invalid, StoreUnavailable
-from fastdtm.store import resp
+from fastdtm.store import redis_client
 from fastdtm.store.kv import PAGE, KVEntry, RedisKV
 from tests.lua.support import KEYS, T0
 from tests.support.redis_client import Client
@@ -17,7 +17,7 @@ from tests.support.redis_client import Client
 
 @pytest.fixture
 async def kv(redis_url: str) -> AsyncIterator[RedisKV]:
-    client = resp.connect(redis_url)
+    client = redis_client.connect(redis_url)
     try:
         yield RedisKV(client, KEYS)
     finally:
@@ -133,7 +133,7 @@ async def test_scan_limit_must_be_positive(kv: RedisKV) -> None:
 
 async def test_redis_errors_become_store_unavailable() -> None:
     # Nothing listens on port 1: every call fails to connect.
-    client = resp.connect("redis://127.0.0.1:1/0")
+    client = redis_client.connect("redis://127.0.0.1:1/0")
     kv = RedisKV(client, KEYS)
     try:
         with pytest.raises(StoreUnavailable):

@@ -16,7 +16,7 @@ from fastdtm.store.embedded_kv import EmbeddedKV
 from fastdtm.store.kv import RedisKV
 from fastdtm.store.kv_base import KV
 from fastdtm.store.redis import RedisStore
-from fastdtm.store.resp import connect
+from fastdtm.store.redis_client import connect
 from tests.store.contract.support import FINISHED_TTL_MS
 
 

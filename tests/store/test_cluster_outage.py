@@ -24,7 +24,8 @@ from fastdtm.engine import Engine
 from fastdtm.metrics import Metrics
 from fastdtm.sharding import Keys, slot_of
 from fastdtm.store.redis import RedisStore
-from fastdtm.store.resp import connect
+from fastdtm.store.redis_client import connect
+from fastdtm.store.resp import Timeouts
 from tests.conftest import missing_toolchain
 from tests.store.contract.support import FINISHED_TTL_MS, LEASE, THEIRS
 from tests.support.redis_servers import Address, RedisCluster, RedisUnavailable
@@ -58,7 +59,7 @@ def cluster() -> Iterator[RedisCluster]:
 @pytest.fixture
 async def store(cluster: RedisCluster) -> AsyncIterator[RedisStore]:
     cluster.flush()
-    store = RedisStore(connect(cluster.url, reply_timeout=REPLY_TIMEOUT), KEYS, FINISHED_TTL_MS)
+    store = RedisStore(connect(cluster.url, Timeouts(reply=REPLY_TIMEOUT)), KEYS, FINISHED_TTL_MS)
     try:
         yield store
     finally:
@@ -153,4 +154,28 @@ async def test_the_cron_keeps_its_shards_and_logs_a_dead_master_by_its_changes(
         f"claims recovered on {on_down} shards",
         f"lease renewals recovered on {on_down} shards",
     ]
+    assert cron.owned == set(SHARDS)
+
+
+async def test_a_frozen_master_keeps_no_node_from_the_shards_of_the_healthy_ones(
+    cluster: RedisCluster, store: RedisStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Membership moves every lease at once and each on its own: acquiring a shard on the frozen master used
+    to stop the tick, so the shards after it in order (on healthy masters) were never taken."""
+    caplog.set_level(logging.INFO)
+    settings = Settings(lease_ttl=TTL_MS / 1000, node_heartbeat=0.3)
+    cron = Cron(store, cast(Engine, None), settings, SystemClock(), Metrics())
+    masters = masters_of(cluster)
+    down = cluster.startup_nodes[0]
+    healthy = {s for s in SHARDS if masters[s] != down}
+
+    with frozen(down):
+        await cron.membership()
+
+    # The node list lives on one master: when it is the frozen one, the heartbeat itself fails first.
+    assert cron.owned == healthy
+    warned = [r.getMessage() for r in caplog.records if r.name == "fastdtm.cron" and r.levelno >= logging.WARNING]
+    assert warned == [f"lease moves failing on {len(SHARDS) - len(healthy)} shards: {warned[0].split(': ', 1)[1]}"]
+
+    await eventually(cron.membership, lambda _: cron.owned == set(SHARDS))
     assert cron.owned == set(SHARDS)

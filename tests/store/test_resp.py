@@ -13,7 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from fastdtm.sharding import Keys, slot_of
-from fastdtm.store import resp
+from fastdtm.store import redis_client, resp
 from fastdtm.store.redis import SCRIPTS, Script
 from tests.support.redis_client import connect as connect_redis_py
 from tests.support.redis_servers import CLUSTER_SCHEME, Address, RedisTarget, cluster_masters, parse_cluster_url
@@ -22,8 +22,8 @@ KEYS = Keys()
 
 
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[resp.Redis | resp.Cluster]:
-    client = resp.connect(redis_url)
+async def client(redis_url: str) -> AsyncIterator[redis_client.Redis | redis_client.Cluster]:
+    client = redis_client.connect(redis_url)
     try:
         yield client
     finally:
@@ -35,7 +35,7 @@ def key(i: int) -> str:
     return f"{{{KEYS.tags[i % KEYS.shards]}}}:k{i}"
 
 
-async def test_every_reply_reaches_the_command_that_asked(client: resp.Redis | resp.Cluster) -> None:
+async def test_every_reply_reaches_the_command_that_asked(client: redis_client.Redis | redis_client.Cluster) -> None:
     await asyncio.gather(*(client.execute(key(i), "SET", key(i), f"v{i}") for i in range(600)))
 
     values = await asyncio.gather(*(client.execute(key(i), "GET", key(i)) for i in range(600)))
@@ -43,7 +43,7 @@ async def test_every_reply_reaches_the_command_that_asked(client: resp.Redis | r
     assert values == [f"v{i}" for i in range(600)]
 
 
-async def test_an_error_reply_fails_its_command_only(client: resp.Redis | resp.Cluster) -> None:
+async def test_an_error_reply_fails_its_command_only(client: redis_client.Redis | redis_client.Cluster) -> None:
     await client.execute(key(1), "HSET", key(1), "f", "v")
 
     replies: list[object] = await asyncio.gather(
@@ -57,7 +57,7 @@ async def test_an_error_reply_fails_its_command_only(client: resp.Redis | resp.C
 
 async def test_commands_issued_together_leave_in_one_write(redis_standalone: RedisTarget) -> None:
     redis_standalone.flush()
-    client = resp.connect(redis_standalone.url)
+    client = redis_client.connect(redis_standalone.url)
     inspector = connect_redis_py(redis_standalone.url)
     try:
         await client.execute(None, "PING")  # connected before counting
@@ -74,7 +74,7 @@ async def test_commands_issued_together_leave_in_one_write(redis_standalone: Red
 
 
 async def test_a_silent_connection_fails_its_commands_and_is_replaced(redis_url: str) -> None:
-    client = resp.connect(redis_url, reply_timeout=0.3)
+    client = redis_client.connect(redis_url, resp.Timeouts(reply=0.3))
     try:
         # BLPOP on an empty list keeps this connection's reply back for 5 s: past the reply timeout.
         with pytest.raises(ConnectionError, match=r"no reply in 0\.3 s"):
@@ -85,7 +85,9 @@ async def test_a_silent_connection_fails_its_commands_and_is_replaced(redis_url:
         await client.aclose()
 
 
-async def test_a_cancelled_command_does_not_shift_the_replies(client: resp.Redis | resp.Cluster) -> None:
+async def test_a_cancelled_command_does_not_shift_the_replies(
+    client: redis_client.Redis | redis_client.Cluster,
+) -> None:
     await client.execute(key(3), "SET", key(3), "value")
     waiting = asyncio.ensure_future(client.execute(key(3), "BLPOP", key(3) + ":list", "0.5"))
     await asyncio.sleep(0.05)
@@ -96,7 +98,7 @@ async def test_a_cancelled_command_does_not_shift_the_replies(client: resp.Redis
 
 
 async def test_a_killed_connection_is_replaced_on_the_next_command(
-    client: resp.Redis | resp.Cluster, redis_url: str
+    client: redis_client.Redis | redis_client.Cluster, redis_url: str
 ) -> None:
     await asyncio.gather(*(client.execute(key(i), "SET", key(i), "1") for i in range(KEYS.shards)))
     for host, port in _servers(redis_url):
@@ -113,7 +115,7 @@ async def test_a_killed_connection_is_replaced_on_the_next_command(
 
 
 async def test_unreachable_server_is_a_connection_error() -> None:
-    client = resp.connect("redis://127.0.0.1:1/0")
+    client = redis_client.connect("redis://127.0.0.1:1/0")
     try:
         with pytest.raises(ConnectionError, match="cannot connect"):
             await client.execute(None, "PING")
@@ -122,7 +124,7 @@ async def test_unreachable_server_is_a_connection_error() -> None:
 
 
 async def test_a_script_is_loaded_again_after_the_server_forgot_it(
-    client: resp.Redis | resp.Cluster, redis_url: str
+    client: redis_client.Redis | redis_client.Cluster, redis_url: str
 ) -> None:
     load = Script("load")
     g, b, due, _, _ = KEYS.of_trans("g1")
@@ -142,8 +144,8 @@ async def test_every_script_file_opens_with_its_header() -> None:
 @pytest.mark.cluster
 async def test_a_cluster_client_follows_moved_and_learns_the_map(redis_cluster: RedisTarget) -> None:
     redis_cluster.flush()
-    client = resp.connect(redis_cluster.url)
-    assert isinstance(client, resp.Cluster)
+    client = redis_client.connect(redis_cluster.url)
+    assert isinstance(client, redis_client.Cluster)
     try:
         k = key(5)
         await client.execute(k, "SET", k, "here")
@@ -161,7 +163,7 @@ async def test_a_cluster_client_follows_moved_and_learns_the_map(redis_cluster: 
 async def test_aclose_gives_back_every_connection(redis_url: str) -> None:
     servers = _servers(redis_url)
     baseline = await _connections(servers)
-    client = resp.connect(redis_url)
+    client = redis_client.connect(redis_url)
     await asyncio.gather(*(client.execute(key(i), "GET", key(i)) for i in range(KEYS.shards)))
     assert await _connections(servers) > baseline
 
@@ -213,7 +215,7 @@ async def _settled(servers: list[Address], baseline: int, timeout: float = 2.0) 
 async def test_every_new_connection_loads_the_scripts_it_was_given(redis_url: str) -> None:
     load = Script("load")
     await _flush_scripts(redis_url)
-    client = resp.connect(redis_url, preload=[load.source])
+    client = redis_client.connect(redis_url, preload=[load.source])
     try:
         # Plain commands to every node: each one's new connection loads the script before anything else.
         await asyncio.gather(*(client.execute(key(i), "GET", key(i)) for i in range(KEYS.shards)))

@@ -16,7 +16,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from .redis_servers import HOST
 
@@ -64,9 +64,11 @@ class _Pipe:
 class _Connection:
     """An accepted client socket and its upstream socket; closed together."""
 
-    def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
+    def __init__(self, client: socket.socket, upstream: socket.socket, address: tuple[Any, ...]) -> None:
         self.client = client
         self.upstream = upstream
+        #: Where `upstream` connects: the proxy's target when this connection was accepted.
+        self.address = address
         self.connected = False
         self.closed = False
         self.request = _Pipe("request", client, upstream)
@@ -117,6 +119,15 @@ class HoldingProxy:
         self.port = int(self._listener.getsockname()[1])
         self._thread = threading.Thread(target=self._run, name=f"tcp-proxy-{self.port}", daemon=True)
         self._thread.start()
+
+    def move_to(self, upstream: Address) -> None:
+        """New connections go to `upstream` from now on; open ones stay where they are, as when a virtual IP
+        or a DNS name moves to another server."""
+        family, kind, proto, _, address = socket.getaddrinfo(upstream[0], upstream[1], type=socket.SOCK_STREAM)[0]
+        with self._lock:
+            self.upstream = upstream
+            self._upstream_socket_args = (family, kind, proto)
+            self._upstream_address = address
 
     @property
     def thread_name(self) -> str:
@@ -255,13 +266,15 @@ class HoldingProxy:
             except OSError:
                 self.errors.append(traceback.format_exc())
                 return
+            with self._lock:
+                socket_args, address = self._upstream_socket_args, self._upstream_address
             try:
-                upstream = socket.socket(*self._upstream_socket_args)
+                upstream = socket.socket(*socket_args)
             except OSError:
                 self.errors.append(traceback.format_exc())
                 client.close()
                 continue
-            conn = _Connection(client, upstream)
+            conn = _Connection(client, upstream, address)
             with self._lock:
                 self._conns.add(conn)
             self._guarded(conn, functools.partial(self._open, conn))
@@ -270,7 +283,7 @@ class HoldingProxy:
         for sock in (conn.client, conn.upstream):
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if conn.upstream.connect_ex(self._upstream_address) not in CONNECT_PENDING:
+        if conn.upstream.connect_ex(conn.address) not in CONNECT_PENDING:
             self._close(conn)
             return
         self._update(conn)

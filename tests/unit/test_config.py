@@ -41,7 +41,10 @@ def test_worker_environment_round_trips() -> None:
         ({"FASTDTM_RETRY_INTERVAL": "0"}, "'retry_interval' must be > 0"),
         ({"FASTDTM_SHARDS": "0"}, "'shards' must be within"),
         ({"FASTDTM_CLAIM_BATCH": "5000"}, "'claim_batch' must be within"),
-        ({"FASTDTM_STORE": "mysql://x"}, r"redis:// or redis\+cluster://"),
+        ({"FASTDTM_STORE": "mysql://x"}, r"redis\[s\]:// or redis\[s\]\+cluster://"),
+        ({"FASTDTM_REDIS_REPLY_TIMEOUT": "0"}, "'redis_reply_timeout' must be > 0"),
+        ({"FASTDTM_REDIS_CONNECT_TIMEOUT": "-1"}, "'redis_connect_timeout' must be > 0"),
+        ({"FASTDTM_REDIS_RETRY_TIME": "-1"}, "'redis_retry_time' must be >= 0"),
         ({"FASTDTM_HEADER_TIMEOUT": "0"}, "'header_timeout' must be > 0"),
         ({"FASTDTM_BODY_TIMEOUT": "-1"}, "'body_timeout' must be > 0"),
         ({"FASTDTM_KEEP_ALIVE_TIMEOUT": "0"}, "'keep_alive_timeout' must be > 0"),
@@ -77,6 +80,9 @@ BOUNDS = {
     "branch_max_reply_bytes": ("--branch-max-reply-bytes", 64 * 1024, "4096"),
     "branch_max_idle": ("--branch-max-idle", 64, "0"),
     "metric_label_values": ("--metric-label-values", 64, "8"),
+    "redis_connect_timeout": ("--redis-connect-timeout", 5.0, "1.5"),
+    "redis_reply_timeout": ("--redis-reply-timeout", 10.0, "3"),
+    "redis_retry_time": ("--redis-retry-time", 2.0, "0"),
 }
 
 
@@ -92,6 +98,9 @@ def test_resource_bounds_have_defaults_env_twins_and_flags(capsys: pytest.Captur
         "branch_max_reply_bytes": "4096",
         "branch_max_idle": "0",
         "metric_label_values": "8",
+        "redis_connect_timeout": "1.5",
+        "redis_reply_timeout": "3.0",
+        "redis_retry_time": "0.0",
     }
     again = Settings.from_env(given.to_env())  # what --workers hands its worker processes
     assert {name: getattr(again, name) for name in BOUNDS} == {name: getattr(given, name) for name in BOUNDS}
@@ -101,3 +110,17 @@ def test_resource_bounds_have_defaults_env_twins_and_flags(capsys: pytest.Captur
     for name, (flag, _, _) in BOUNDS.items():
         assert _SERVE_FLAGS[flag][0] == name
         assert flag in help_text
+
+
+@pytest.mark.parametrize(
+    ("store", "shown"),
+    [
+        ("redis://:s3cret@db:6379/0", "redis://:***@db:6379/0"),
+        ("redis://app:s3cret@db:6379/0", "redis://app:***@db:6379/0"),
+        ("rediss+cluster://app:p%40ss@a:1,b:2", "rediss+cluster://app:***@a:1,b:2"),
+        ("redis://db:6379/0", "redis://db:6379/0"),
+        ("sqlite:///./fastdtm.db", "sqlite:///./fastdtm.db"),
+    ],
+)
+def test_the_store_url_is_logged_without_its_password(store: str, shown: str) -> None:
+    assert Settings.from_env({}, store=store).store_shown == shown
