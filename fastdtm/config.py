@@ -17,6 +17,7 @@ from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from fastdtm.store.embedded import parse_sqlite_url
+from fastdtm.store.redis_client import parse_url as parse_redis_url
 
 DEFAULT_STORE: Final = "sqlite:///./fastdtm.db"
 
@@ -152,8 +153,12 @@ class Settings:
             if not self.store.startswith(("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")):
                 raise SettingsError(
                     "Setting 'store' must be a sqlite:///path, redis[s]:// or redis[s]+cluster:// URL, "
-                    f"got {self.store!r}."
+                    f"got {self.store_shown!r}."
                 )
+            try:
+                parse_redis_url(self.store)
+            except ValueError as exc:
+                raise SettingsError(f"Setting 'store': {str(exc).replace(self.store, self.store_shown)}") from None
             return
         try:
             parse_sqlite_url(self.store)

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -307,28 +308,58 @@ def _retrieve(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
-def connect(url: str, timeouts: Timeouts = DEFAULT_TIMEOUTS, preload: Sequence[str] = ()) -> Redis | Cluster:
-    """A client for `redis://`, `rediss://`, `redis+cluster://h1:p1,h2:p2` or `rediss+cluster://...` (no I/O
-    until the first command); `preload`: Lua sources loaded on every connection it opens."""
+@dataclass(frozen=True, slots=True)
+class RedisUrl:
+    """What a store URL says: `redis[s]://[user:password@]host[:port][/db]` or
+    `redis[s]+cluster://[user:password@]host[:port],host[:port],...` (6379 when a port is left out)."""
+
+    hosts: tuple[tuple[str, int], ...]
+    cluster: bool
+    tls: bool
+    username: str | None
+    password: str | None
+    db: int
+
+
+def parse_url(url: str) -> RedisUrl:
+    """Raises ValueError, with what is wrong, for a URL the client cannot use."""
     parts = urlsplit(url)
-    password = unquote(parts.password) if parts.password is not None else None
-    username = unquote(parts.username) if parts.username else None
-    hosts = parts.netloc.rpartition("@")[2]
-    tls = parts.scheme in ("rediss", "rediss+cluster")
-    if parts.scheme in ("redis+cluster", "rediss+cluster"):
-        seeds = [
-            (host or "127.0.0.1", int(port or 6379)) for host, _, port in (h.rpartition(":") for h in hosts.split(","))
-        ]
-        return Cluster(seeds, password=password, username=username, tls=tls, timeouts=timeouts, preload=preload)
+    if parts.scheme not in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+        raise ValueError(f"not a redis://, rediss://, redis+cluster:// or rediss+cluster:// URL: {url!r}")
+    cluster = parts.scheme.endswith("+cluster")
+    hosts = tuple(_host_port(item, url) for item in parts.netloc.rpartition("@")[2].split(","))
+    if not cluster and len(hosts) != 1:
+        raise ValueError(f"several hosts need redis+cluster://: {url!r}")
     path = parts.path.strip("/")
-    node = Node(
-        parts.hostname or "127.0.0.1",
-        parts.port or 6379,
-        password=password,
-        username=username,
+    if cluster and path:
+        raise ValueError(f"a cluster has no database number: {url!r}")
+    if path and not path.isdigit():
+        raise ValueError(f"the database must be a number: {url!r}")
+    return RedisUrl(
+        hosts=hosts,
+        cluster=cluster,
+        tls=parts.scheme.startswith("rediss"),
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None,
         db=int(path) if path else 0,
-        tls=tls,
-        timeouts=timeouts,
-        preload=preload,
+    )
+
+
+def _host_port(item: str, url: str) -> tuple[str, int]:
+    host, colon, port = item.rpartition(":") if ":" in item else (item, "", "")
+    if colon and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"bad port {port!r} in {url!r}")
+    return host or "127.0.0.1", int(port) if port else 6379
+
+
+def connect(url: str, timeouts: Timeouts = DEFAULT_TIMEOUTS, preload: Sequence[str] = ()) -> Redis | Cluster:
+    """A client for the store URL (`parse_url`); no I/O until the first command. `preload`: Lua sources
+    loaded on every connection it opens."""
+    p = parse_url(url)
+    if p.cluster:
+        return Cluster(p.hosts, username=p.username, password=p.password, tls=p.tls, timeouts=timeouts, preload=preload)
+    host, port = p.hosts[0]
+    node = Node(
+        host, port, username=p.username, password=p.password, db=p.db, tls=p.tls, timeouts=timeouts, preload=preload
     )
     return Redis(node, timeouts)

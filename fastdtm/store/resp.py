@@ -32,8 +32,9 @@ Arg = str | int | bytes
 
 #: Error codes that mean the command did not run and may succeed soon: a slot in migration (TRYAGAIN), a
 #: cluster without full coverage (CLUSTERDOWN), a server loading its dataset (LOADING), a master demoted to
-#: a replica behind the same address (READONLY), a replica without its master (MASTERDOWN).
-RETRY_LATER: Final = frozenset({"TRYAGAIN", "CLUSTERDOWN", "LOADING", "READONLY", "MASTERDOWN"})
+#: a replica behind the same address (READONLY), a replica without its master (MASTERDOWN), a master short of
+#: the replicas `min-replicas-to-write` asks for (NOREPLICAS), a server busy with a long script (BUSY).
+RETRY_LATER: Final = frozenset({"TRYAGAIN", "CLUSTERDOWN", "LOADING", "READONLY", "MASTERDOWN", "NOREPLICAS", "BUSY"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """The store's Redis client against servers that refuse or are not ready (issue 13), each a private
 `redis-server`: a wrong password or ACL user fails cleanly and leaves no socket behind, a server still loading
-its dump is waited for, a master demoted behind a stable address is left for the new one, and a reply that is
-not UTF-8 fails its own command only."""
+its dump or short of replicas is waited for, a master demoted behind a stable address is left for the new one,
+and a reply that is not UTF-8 fails its own command only."""
 
 from __future__ import annotations
 
@@ -136,6 +136,30 @@ async def test_a_master_demoted_behind_a_stable_address_is_left_for_the_new_one(
 
             with admin(new, None) as control:
                 assert control.get("k") == "after"
+        finally:
+            await client.aclose()
+
+
+async def test_a_master_short_of_replicas_is_waited_for() -> None:
+    """NOREPLICAS (`min-replicas-to-write` not met: a replica reconnecting) refuses a write without running it."""
+    with start() as server:
+        with admin(server, None) as control:
+            control.config_set("min-replicas-to-write", 1)
+        client = connect(server.url, Timeouts(retry=5.0))
+        try:
+
+            def replicas_back() -> None:
+                time.sleep(0.5)
+                with admin(server, None) as control:
+                    control.config_set("min-replicas-to-write", 0)
+
+            back = asyncio.ensure_future(asyncio.to_thread(replicas_back))
+            started = time.monotonic()
+
+            assert await client.execute("k", "SET", "k", "v") == "OK"
+
+            assert time.monotonic() - started >= 0.4
+            await back
         finally:
             await client.aclose()
 
