@@ -76,7 +76,11 @@ async def build_store(settings: Settings, metrics: Metrics) -> tuple[Store, KV]:
         return store, EmbeddedKV(store)
     keys = Keys(settings.key_prefix, settings.shards)
     timeouts = Timeouts(
-        connect=settings.redis_connect_timeout, reply=settings.redis_reply_timeout, retry=settings.redis_retry_time
+        connect=settings.redis_connect_timeout,
+        reply=settings.redis_reply_timeout,
+        retry=settings.redis_retry_time,
+        replicas=settings.redis_wait_replicas,
+        replicas_timeout=settings.redis_wait_timeout,
     )
     client = connect(settings.store, timeouts, preload=[Script(name).source for name in (*SCRIPTS, *KV_SCRIPTS)])
     # One Redis client per process: the KV shares the store's, and store.close() closes it.

@@ -59,6 +59,17 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
         "how long a Redis command that was not run (failover, TRYAGAIN, CLUSTERDOWN, LOADING, refused "
         "connection) is tried again, seconds (default 2; 0: never)",
     ),
+    "--redis-wait-replicas": (
+        "redis_wait_replicas",
+        int,
+        "replicas that must confirm a transaction's write before it counts (Redis WAIT): 1 on a cluster with "
+        "replicas loses nothing when a master crashes (default 0: asynchronous replication)",
+    ),
+    "--redis-wait-timeout": (
+        "redis_wait_timeout",
+        float,
+        "how long a write waits for those replicas; if they do not confirm it, it fails, seconds (default 0.5)",
+    ),
     "--shards": ("shards", int, "number of shards, fixed per deployment (default 256)"),
     "--key-prefix": ("key_prefix", str, "Redis key prefix (default fastdtm)"),
     "--finished-data-expire": ("finished_data_expire", float, "keep finished transactions, seconds (default 1 day)"),

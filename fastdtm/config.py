@@ -46,6 +46,7 @@ _POSITIVE: Final = (
     "keep_alive_timeout",
     "redis_connect_timeout",
     "redis_reply_timeout",
+    "redis_wait_timeout",
 )
 #: Lower bounds of the other numbers.
 _MINIMUM: Final[Mapping[str, int]] = {
@@ -63,6 +64,7 @@ _MINIMUM: Final[Mapping[str, int]] = {
     "alert_retry_limit": 0,
     # 0: a command that was not run fails at once instead of being sent again.
     "redis_retry_time": 0,
+    "redis_wait_replicas": 0,
 }
 _RANGES: Final[Mapping[str, tuple[int, int]]] = {"shards": (1, 16384), "claim_batch": (1, 1000)}
 
@@ -102,6 +104,10 @@ class Settings:
     redis_connect_timeout: float = 5.0
     redis_reply_timeout: float = 10.0
     redis_retry_time: float = 2.0
+    #: Replicas that must confirm a transaction's write before it counts (Redis `WAIT`), and for how long
+    #: to wait: 0 keeps Redis's asynchronous replication, where a master's crash can lose its last writes.
+    redis_wait_replicas: int = 0
+    redis_wait_timeout: float = 0.5
     #: Number of shards; fixed for the life of a deployment (it decides where keys live).
     shards: int = 256
     key_prefix: str = "fastdtm"

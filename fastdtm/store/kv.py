@@ -64,9 +64,9 @@ class RedisKV:
     def __init__(self, client: Commands, keys: Keys) -> None:
         self.client = client
         self.keys = keys
-        self._create = Script("kv_create")
-        self._update = Script("kv_update")
-        self._delete = Script("kv_delete")
+        self._create = Script("kv_create", durable=True)
+        self._update = Script("kv_update", durable=True)
+        self._delete = Script("kv_delete", durable=True)
 
     async def get(self, cat: str, k: str) -> KVEntry | None:
         key = self.keys.kv(check_cat(cat), check_key(k))

@@ -42,20 +42,29 @@ SCRIPTS: Final = (
     "take",
     "take_over",
 )
+#: The scripts whose writes a failover must not lose (see `Script`).
+DURABLE: Final = frozenset({"create", "transition", "touch", "register_branch", "reset_cron", "take", "take_over"})
 
 
 class Script:
-    """One Lua file, called by its SHA1 (the client loads the source when a server answers NOSCRIPT)."""
+    """One Lua file, called by its SHA1 (the client loads the source when a server answers NOSCRIPT).
 
-    __slots__ = ("name", "sha", "source")
+    `durable`: what it writes must survive a failover (with `--redis-wait-replicas`, its reply waits for
+    the replicas): a transaction's state, a hold, a KV entry. Claims and leases need not: one lost in a
+    failover is taken again, and holds keep two rounds apart meanwhile.
+    """
 
-    def __init__(self, name: str) -> None:
+    __slots__ = ("durable", "name", "sha", "source")
+
+    def __init__(self, name: str, durable: bool = False) -> None:
         self.name = name
+        self.durable = durable
         self.source = resources.files("fastdtm.lua").joinpath(f"{name}.lua").read_text()
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     def run(self, client: Commands, keys: Sequence[str], args: Sequence[Arg]) -> Awaitable[Any]:
-        return client.evalsha(self.sha, self.source, keys, args)  # not async: no coroutine of its own
+        # Not async: no coroutine of its own.
+        return client.evalsha(self.sha, self.source, keys, args, self.durable)
 
 
 @asynccontextmanager
@@ -74,7 +83,7 @@ class RedisStore:
         self.keys = keys
         self.shards = keys.shards
         self.finished_ttl_ms = finished_ttl_ms
-        self._scripts = {name: Script(name) for name in SCRIPTS}
+        self._scripts = {name: Script(name, durable=name in DURABLE) for name in SCRIPTS}
         self._claim_faults = FaultLog(log, "claims", unit="shards")
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:

@@ -45,7 +45,11 @@ class Commands(Protocol):
         """Runs one command on the node that owns `key` (any node when None); raises ReplyError."""
         ...
 
-    async def evalsha(self, sha: str, source: str, keys: Sequence[str], args: Sequence[Arg]) -> Any: ...
+    async def evalsha(
+        self, sha: str, source: str, keys: Sequence[str], args: Sequence[Arg], durable: bool = False
+    ) -> Any:
+        """A script; `durable`: its writes must reach the replicas `Timeouts.replicas` asks for."""
+        ...
 
     async def ready(self) -> None:
         """Returns once every key has a server that answers; raises ConnectionError or ReplyError if not."""
@@ -63,7 +67,7 @@ class _Client:
 
     timeouts: Timeouts
 
-    def _run(self, key: str | None, packed: bytes) -> Awaitable[Any]:
+    def _run(self, key: str | None, packed: bytes, durable: bool = False) -> Awaitable[Any]:
         raise NotImplementedError
 
     async def _before_retry(self, key: str | None, exc: BaseException) -> None:
@@ -76,15 +80,19 @@ class _Client:
         except (ReplyError, NotSent) as exc:
             return await self._recover(key, packed, exc, None)
 
-    async def evalsha(self, sha: str, source: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+    async def evalsha(
+        self, sha: str, source: str, keys: Sequence[str], args: Sequence[Arg], durable: bool = False
+    ) -> Any:
         key = keys[0] if keys else None
         packed = pack(("EVALSHA", sha, len(keys), *keys, *args))
         try:
-            return await self._run(key, packed)
+            return await self._run(key, packed, durable)
         except (ReplyError, NotSent) as exc:
-            return await self._recover(key, packed, exc, source)
+            return await self._recover(key, packed, exc, source, durable)
 
-    async def _recover(self, key: str | None, packed: bytes, exc: ReplyError | NotSent, source: str | None) -> Any:
+    async def _recover(
+        self, key: str | None, packed: bytes, exc: ReplyError | NotSent, source: str | None, durable: bool = False
+    ) -> Any:
         """Sends the command again while its errors say it did not run, for up to `timeouts.retry`."""
         deadline = time.monotonic() + self.timeouts.retry
         pause = FIRST_PAUSE
@@ -93,7 +101,7 @@ class _Client:
         while True:
             if source is not None and loads and isinstance(exc, ReplyError) and exc.code == "NOSCRIPT":
                 # The server forgot the script (restart, failover, SCRIPT FLUSH): load it, then run it.
-                attempt = self._load_and_run(key, source, packed)
+                attempt = self._load_and_run(key, source, packed, durable)
                 loads -= 1  # again only if the cache was lost again in between (a failover)
             else:
                 if not _retryable(exc):
@@ -104,15 +112,15 @@ class _Client:
                 await self._before_retry(key, exc)
                 await asyncio.sleep(min(pause, max(0.0, deadline - time.monotonic())))
                 pause = min(pause * 2, LAST_PAUSE)
-                attempt = self._run(key, packed)
+                attempt = self._run(key, packed, durable)
             try:
                 return await attempt
             except (ReplyError, NotSent) as again:
                 exc = again
 
-    async def _load_and_run(self, key: str | None, source: str, packed: bytes) -> Any:
+    async def _load_and_run(self, key: str | None, source: str, packed: bytes, durable: bool) -> Any:
         await self._run(key, pack(("SCRIPT", "LOAD", source)))
-        return await self._run(key, packed)
+        return await self._run(key, packed, durable)
 
 
 class Redis(_Client):
@@ -122,8 +130,8 @@ class Redis(_Client):
         self.node = node
         self.timeouts = timeouts
 
-    def _run(self, key: str | None, packed: bytes) -> Awaitable[Any]:
-        return self.node.execute(packed)  # a plain function: one coroutine less per command
+    def _run(self, key: str | None, packed: bytes, durable: bool = False) -> Awaitable[Any]:
+        return self.node.execute(packed, durable)  # a plain function: one coroutine less per command
 
     async def _before_retry(self, key: str | None, exc: BaseException) -> None:
         if isinstance(exc, ReplyError) and exc.code == "READONLY":
@@ -248,13 +256,13 @@ class Cluster(_Client):
 
     # --- commands ---
 
-    async def _run(self, key: str | None, packed: bytes) -> Any:
+    async def _run(self, key: str | None, packed: bytes, durable: bool = False) -> Any:
         node = self._slots[slot_of(key)] if key is not None else None
         if node is None or self._stale:
             node = await self._owner(key)
         for _ in range(MAX_REDIRECTS):
             try:
-                return await node.execute(packed)
+                return await node.execute(packed, durable)
             except ConnectionError:
                 self._stale = True
                 self._refresh()
@@ -274,7 +282,7 @@ class Cluster(_Client):
                 else:
                     connection = await node.connection()
                     asking = connection.send(pack(("ASKING",)))
-                    answer = connection.send(packed)
+                    answer = connection.send(packed, durable)
                     await asking
                     return await answer
         raise NotSent(f"redis cluster: more than {MAX_REDIRECTS} redirections for {key!r}")

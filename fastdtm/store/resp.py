@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import ssl as ssl_module
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,10 @@ class Timeouts:
     #: A reply this late makes a cluster client re-read its map (has the node been replaced?), and the
     #: time budget of each node asked for it.
     stall: float = 1.0
+    #: Replicas that must have a durable write before it counts as done (`WAIT`; 0: none, Redis's default
+    #: asynchronous replication), and how long to wait for them.
+    replicas: int = 0
+    replicas_timeout: float = 0.5
 
 
 def pack(command: tuple[Arg, ...]) -> bytes:
@@ -73,6 +78,10 @@ class NotSent(ConnectionError):
     """The command never reached Redis (no connection, or its handshake failed): safe to send again."""
 
 
+class NotReplicated(ConnectionError):
+    """A durable write ran, but fewer replicas than asked for confirmed it in time: a failover may lose it."""
+
+
 class _Pending:
     __slots__ = ("future", "sent_at")
 
@@ -90,6 +99,10 @@ class Connection(asyncio.Protocol):
 
     def __init__(self, address: str, timeouts: Timeouts, on_stall: Callable[[Connection], None] | None = None) -> None:
         self.address = address
+        self._replicas = timeouts.replicas
+        self._wait = pack(("WAIT", timeouts.replicas, int(timeouts.replicas_timeout * 1000)))
+        #: Durable writes of the batch not flushed yet: (the reply's future, the caller's future).
+        self._durable: list[tuple[asyncio.Future[Any], asyncio.Future[Any]]] = []
         self._timeout = timeouts.reply
         self._on_stall = on_stall
         self._check_every = min(timeouts.stall, timeouts.reply) if on_stall is not None else timeouts.reply
@@ -139,11 +152,17 @@ class Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail(ConnectionError(f"redis {self.address}: connection lost" + (f": {exc}" if exc else "")))
 
-    def send(self, packed: bytes) -> asyncio.Future[Any]:
+    def send(self, packed: bytes, durable: bool = False) -> asyncio.Future[Any]:
+        """The command's reply; for a `durable` write (when replicas are asked for), once they have it too."""
         if self._closed is not None:
             raise NotSent(str(self._closed))
         future = self._loop.create_future()
-        self._pending.append(_Pending(future, self._loop.time()))
+        if durable and self._replicas:
+            reply = self._loop.create_future()
+            self._pending.append(_Pending(reply, self._loop.time()))
+            self._durable.append((reply, future))
+        else:
+            self._pending.append(_Pending(future, self._loop.time()))
         if not self._out:
             self._loop.call_soon(self._flush)
         self._out.append(packed)
@@ -156,9 +175,35 @@ class Connection(asyncio.Protocol):
         return self._loop.time() - self._pending[0].sent_at if self._pending else 0.0
 
     def _flush(self) -> None:
+        if self._durable and self._closed is None:
+            # One WAIT after the batch covers every write in it (a replica's offset only grows): the
+            # batch's durable writes are answered when it returns.
+            waited = self._loop.create_future()
+            waited.add_done_callback(functools.partial(self._replicated, self._durable))
+            self._durable = []
+            self._pending.append(_Pending(waited, self._loop.time()))
+            self._out.append(self._wait)
         if self._transport is not None and self._closed is None and self._out:
             self._transport.write(b"".join(self._out))
         self._out.clear()
+
+    def _replicated(
+        self, batch: list[tuple[asyncio.Future[Any], asyncio.Future[Any]]], waited: asyncio.Future[Any]
+    ) -> None:
+        failed = waited.exception()
+        for reply, future in batch:
+            if future.done():  # its caller was cancelled
+                continue
+            error = reply.exception()
+            if error is not None:
+                future.set_exception(error)  # an error reply: nothing was written
+            elif failed is not None:
+                future.set_exception(failed)
+            elif waited.result() < self._replicas:
+                copies = f"{waited.result()} of {self._replicas} replicas have the write"
+                future.set_exception(NotReplicated(f"redis {self.address}: {copies}"))
+            else:
+                future.set_result(reply.result())
 
     def _check_replies(self) -> None:
         """Fails the connection if its oldest command has waited past the timeout; re-arms otherwise."""
@@ -185,6 +230,11 @@ class Connection(asyncio.Protocol):
         for item in pending:
             if not item.future.done():
                 item.future.set_exception(exc)
+        durable, self._durable = self._durable, []
+        for reply, future in durable:  # sent after the last flush: no WAIT of theirs will answer
+            reply.exception()  # set by the loop above; seen here
+            if not future.done():
+                future.set_exception(exc)
         self._out.clear()
         if self._transport is not None:
             self._transport.abort()
@@ -295,11 +345,11 @@ class Node:
                 raise NotSent(f"redis {self.address}: not ready: {exc}") from exc
             raise
 
-    async def execute(self, packed: bytes) -> Any:
+    async def execute(self, packed: bytes, durable: bool = False) -> Any:
         connection = self._connection
         if connection is None or not connection.usable:  # else no extra coroutine: this is the hot path
             connection = await self.connection()
-        return await connection.send(packed)
+        return await connection.send(packed, durable)
 
     def drop(self) -> None:
         """Closes the connection so that the next command connects again (and resolves the name again)."""

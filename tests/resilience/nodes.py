@@ -12,6 +12,9 @@ from tests.support.node import FastdtmNode
 from tests.support.redis_servers import PortInUse
 
 RESTART_ATTEMPTS = 5
+#: A write counts once a replica has it: the suite kills masters, and Redis's asynchronous replication
+#: would let a crash take acknowledged transactions with it (tests/store/test_durable_writes.py).
+NODE_ARGS = ("--redis-wait-replicas", "1")
 
 
 class NodePool:
@@ -76,7 +79,7 @@ class NodePool:
 
     def _start(self, slot: int, port: int | None) -> FastdtmNode:
         self._incarnations[slot] += 1
-        return FastdtmNode(self._store_url, env={"FASTDTM_NODE_ID": self._name(slot)}, port=port)
+        return FastdtmNode(self._store_url, NODE_ARGS, env={"FASTDTM_NODE_ID": self._name(slot)}, port=port)
 
     def _name(self, slot: int) -> str:
         return f"node{slot}-{self._incarnations[slot]}"

@@ -260,7 +260,7 @@ class RedisCluster:
         replica = self.replicas_of(master)[0]
         with _client(*replica) as client:
             client.execute_command("CLUSTER", "FAILOVER")
-        self._wait_promoted(master, replica, timeout)
+        self.wait_promoted(master, replica, timeout)
         return replica
 
     def kill(self, address: Address) -> None:
@@ -271,7 +271,7 @@ class RedisCluster:
         The cluster needs node-timeout (2 s here) to mark it failed before a replica may take over."""
         replica = self.replicas_of(master)[0]
         self.kill(master)
-        self._wait_promoted(master, replica, timeout)
+        self.wait_promoted(master, replica, timeout)
         return replica
 
     def restart(self, address: Address, timeout: float = 20.0) -> None:
@@ -339,7 +339,7 @@ class RedisCluster:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
-    def _wait_promoted(self, old: Address, new: Address, timeout: float) -> None:
+    def wait_promoted(self, old: Address, new: Address, timeout: float = 20.0) -> None:
         """Until every live node sees `new` as a master and `old` (if alive) as a replica, and all is healthy."""
         deadline = time.monotonic() + timeout
         old_alive = self.server(old).alive()
