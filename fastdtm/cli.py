@@ -114,6 +114,34 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
     "--alert-webhook": ("alert_webhook", str, "URL POSTed to about branches that keep failing (default off)"),
     "--alert-retry-limit": ("alert_retry_limit", int, "doublings of the retry interval before alerting (default 3)"),
     "--log-level": ("log_level", str, "debug, info, warning, error (default info)"),
+    "--auth-file": (
+        "auth_file",
+        str,
+        "a file of `token role` lines (roles: client, operator); every API call then needs a token, as Bearer "
+        "or as the password of HTTP Basic; re-read on SIGHUP (default: no authentication, as DTM)",
+    ),
+    "--metrics-auth": ("metrics_auth", bool, "/api/metrics needs an operator token too"),
+    "--branch-deny": (
+        "branch_deny",
+        str,
+        "CIDRs and host names branch calls may not reach, comma-separated (default: link-local and "
+        "unspecified addresses; add 127.0.0.0/8,::1/128 in production)",
+    ),
+    "--branch-allow": ("branch_allow", str, "when set, the only CIDRs and host names branch calls may reach"),
+    "--branch-follow-redirects": (
+        "branch_follow_redirects",
+        bool,
+        "follow a branch's redirect to another origin (same-origin redirects are always followed)",
+    ),
+    "--redact-headers": (
+        "redact_headers",
+        str,
+        "more header names whose values /query, /all and logs hide (Authorization, Cookie and "
+        "Proxy-Authorization always are)",
+    ),
+    "--ssl-certfile": ("ssl_certfile", str, "serve HTTPS with this certificate chain (PEM)"),
+    "--ssl-keyfile": ("ssl_keyfile", str, "the private key of --ssl-certfile (PEM)"),
+    "--ssl-ca-certs": ("ssl_ca_certs", str, "ask for client certificates signed by these CAs (PEM)"),
 }
 
 
@@ -122,7 +150,10 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run a fastdtm node")
     for flag, (dest, kind, help_text) in _SERVE_FLAGS.items():
-        serve.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
+        if kind is bool:  # a switch: present means on (FASTDTM_*=1 does the same)
+            serve.add_argument(flag, dest=dest, action="store_const", const=True, default=None, help=help_text)
+        else:
+            serve.add_argument(flag, dest=dest, type=kind, default=None, help=help_text)
     sub.add_parser("version", help="print the version")
     return parser
 

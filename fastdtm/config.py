@@ -69,6 +69,14 @@ _MINIMUM: Final[Mapping[str, int]] = {
 _RANGES: Final[Mapping[str, tuple[int, int]]] = {"shards": (1, 16384), "claim_batch": (1, 1000)}
 
 
+_BOOLEANS: Final[Mapping[str, bool]] = {"1": True, "true": True, "yes": True, "on": True} | {
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
+
+
 class SettingsError(ValueError):
     """A setting has a value that cannot be used."""
 
@@ -139,6 +147,25 @@ class Settings:
     #: POSTed to when a branch's retry interval has doubled `alert_retry_limit` times ("" = off).
     alert_webhook: str = ""
     alert_retry_limit: int = 3
+    #: Security (docs/security.md). A file of `token role` lines: when set, every API call but the health
+    #: checks needs a token (Bearer, or HTTP Basic with the token as password); re-read on SIGHUP.
+    auth_file: str = ""
+    #: `/api/metrics` asks for an operator token too (when `auth_file` is set).
+    metrics_auth: bool = False
+    #: Where branch calls may not go (CIDRs and host names, comma-separated): link-local (the cloud
+    #: metadata address) and the unspecified addresses by default. `branch_allow`, when set: only there.
+    branch_deny: str = "169.254.0.0/16,fe80::/10,0.0.0.0/32,::/128"
+    branch_allow: str = ""
+    #: Follow a branch's redirect to another origin (scheme, host, port); same-origin ones are followed.
+    branch_follow_redirects: bool = False
+    #: Header names, besides Authorization, Cookie and Proxy-Authorization, whose values `/query`, `/all`
+    #: and logs do not show (comma-separated).
+    redact_headers: str = ""
+    #: HTTPS: the server's certificate chain and key (PEM), and a CA bundle whose client certificates it
+    #: asks for and accepts (optional).
+    ssl_certfile: str = ""
+    ssl_keyfile: str = ""
+    ssl_ca_certs: str = ""
     node_id: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     log_level: str = "info"
 
@@ -221,6 +248,10 @@ class Settings:
 
 def _convert(name: str, type_name: object, raw: str) -> Any:
     kind = str(type_name)
+    if kind == "bool":
+        if raw.lower() not in _BOOLEANS:
+            raise SettingsError(f"Setting '{name}' has value {raw!r}. Not one of {', '.join(_BOOLEANS)}.")
+        return _BOOLEANS[raw.lower()]
     try:
         if kind == "int":
             return int(raw)
