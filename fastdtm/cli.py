@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Sequence
 
@@ -202,6 +203,7 @@ def serve(settings: Settings) -> int:
         # arguments (client address, quoted path) before the level check drops it.
         "access_log": False,
         "timeout_keep_alive": settings.keep_alive_timeout,
+        **_https(settings),
     }
     if settings.workers == 1:
         uvicorn.run(create_app(settings), **common)  # type: ignore[arg-type]
@@ -210,3 +212,15 @@ def serve(settings: Settings) -> int:
     os.environ.update(settings.to_env())
     uvicorn.run("fastdtm.app:create_app_from_env", factory=True, workers=settings.workers, **common)  # type: ignore[arg-type]
     return 0
+
+
+def _https(settings: Settings) -> dict[str, object]:
+    """uvicorn's TLS options: HTTPS when a certificate is set; with a CA, only clients whose certificate it
+    signed get a TLS connection at all (mutual TLS: the health checks too). The server's context, and so
+    the protocol, is the same for every worker process: TLS lives in the transport, below `uvicorn_http`."""
+    if not settings.ssl_certfile:
+        return {}
+    options: dict[str, object] = {"ssl_certfile": settings.ssl_certfile, "ssl_keyfile": settings.ssl_keyfile}
+    if settings.ssl_ca_certs:
+        options |= {"ssl_ca_certs": settings.ssl_ca_certs, "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    return options

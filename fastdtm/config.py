@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import ssl
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -180,6 +181,42 @@ class Settings:
             if not least <= getattr(self, name) <= most:
                 raise SettingsError(f"Setting '{name}' must be within {least}..{most}, got {getattr(self, name)!r}.")
         self._check_store()
+        self._check_https()
+
+    def _check_https(self) -> None:
+        if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
+            raise SettingsError("Settings 'ssl_certfile' and 'ssl_keyfile' go together: give both or neither.")
+        if self.ssl_ca_certs and not self.ssl_certfile:
+            raise SettingsError(
+                "Setting 'ssl_ca_certs' (client certificates) needs HTTPS: 'ssl_certfile' and 'ssl_keyfile'."
+            )
+        if not self.ssl_certfile:
+            return
+        for name in ("ssl_certfile", "ssl_keyfile", "ssl_ca_certs"):
+            self._check_readable(name)
+        # Loaded here as uvicorn will load them, so that a file that is not PEM, or a key that does not
+        # match its certificate, is said at once rather than as a traceback of a failed start.
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        try:
+            context.load_cert_chain(self.ssl_certfile, self.ssl_keyfile)
+        except ssl.SSLError as exc:
+            raise SettingsError(
+                f"Settings 'ssl_certfile' and 'ssl_keyfile': not a certificate and its key: {exc}"
+            ) from None
+        try:
+            if self.ssl_ca_certs:
+                context.load_verify_locations(self.ssl_ca_certs)
+        except ssl.SSLError as exc:
+            raise SettingsError(f"Setting 'ssl_ca_certs': no CA certificate in {self.ssl_ca_certs!r}: {exc}") from None
+
+    def _check_readable(self, name: str) -> None:
+        path = getattr(self, name)
+        try:
+            if path:
+                with open(path, "rb"):
+                    pass
+        except OSError as exc:
+            raise SettingsError(f"Setting '{name}': cannot read {path!r}: {exc.strerror}") from None
 
     def _check_store(self) -> None:
         if not self.embedded:
@@ -189,7 +226,9 @@ class Settings:
                     f"got {self.store_shown!r}."
                 )
             try:
-                parse_redis_url(self.store)
+                tls = parse_redis_url(self.store).tls
+                if tls is not None:
+                    tls.context()  # a bad CA or client certificate is a setting error, not a failed start-up
             except ValueError as exc:
                 raise SettingsError(f"Setting 'store': {str(exc).replace(self.store, self.store_shown)}") from None
             return

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from fastdtm.sharding import SLOTS, slot_of
 from fastdtm.store.resp import RETRY_LATER, Arg, Connection, Node, NotSent, ReplyError, Timeouts, pack
@@ -155,7 +156,7 @@ class Cluster(_Client):
         *,
         password: str | None = None,
         username: str | None = None,
-        tls: bool = False,
+        tls: ssl.SSLContext | None = None,
         timeouts: Timeouts = DEFAULT_TIMEOUTS,
         preload: Sequence[str] = (),
     ):
@@ -316,14 +317,62 @@ def _retrieve(task: asyncio.Task[None]) -> None:
         task.exception()
 
 
+#: `rediss://` query options (redis-py's names) -> what they take.
+TLS_OPTIONS: Final = {
+    "ssl_ca_certs": "a file of CA certificates (PEM) the server's must be signed by, instead of the system's",
+    "ssl_certfile": "a client certificate (PEM), for a server run with tls-auth-clients",
+    "ssl_keyfile": "the client certificate's private key (PEM), when not in ssl_certfile",
+    "ssl_cert_reqs": "required (default), optional (the same for a client) or none (no check at all)",
+    "ssl_check_hostname": "true (default) or false: whether the certificate must name the host or IP dialled",
+}
+_CERT_REQS: Final = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL, "none": ssl.CERT_NONE}
+_TRUTHS: Final = {
+    "true": True,
+    "yes": True,
+    "on": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "off": False,
+    "0": False,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class TlsOptions:
+    """How a `rediss://` client checks the server and proves who it is (the URL's `ssl_*` query options)."""
+
+    ca_certs: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    cert_reqs: ssl.VerifyMode = ssl.CERT_REQUIRED
+    check_hostname: bool = True
+
+    def context(self) -> ssl.SSLContext:
+        """One context per client, shared by all its connections; raises ValueError for a file it cannot use."""
+        try:
+            context = ssl.create_default_context(cafile=self.ca_certs)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(f"ssl_ca_certs={self.ca_certs}: cannot load it: {exc}") from None
+        context.check_hostname = self.check_hostname  # before verify_mode: CERT_NONE refuses a hostname check
+        context.verify_mode = self.cert_reqs
+        if self.certfile:
+            try:
+                context.load_cert_chain(self.certfile, self.keyfile)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"ssl_certfile={self.certfile}: cannot load it with its key: {exc}") from None
+        return context
+
+
 @dataclass(frozen=True, slots=True)
 class RedisUrl:
-    """What a store URL says: `redis[s]://[user:password@]host[:port][/db]` or
-    `redis[s]+cluster://[user:password@]host[:port],host[:port],...` (6379 when a port is left out)."""
+    """What a store URL says: `redis[s]://[user:password@]host[:port][/db][?ssl_...]` or
+    `redis[s]+cluster://[user:password@]host[:port],host[:port],...[?ssl_...]` (6379 when a port is left out).
+    `tls`: None for `redis://`; the `TLS_OPTIONS` given (or the defaults: the system's CAs) for `rediss://`."""
 
     hosts: tuple[tuple[str, int], ...]
     cluster: bool
-    tls: bool
+    tls: TlsOptions | None
     username: str | None
     password: str | None
     db: int
@@ -343,14 +392,65 @@ def parse_url(url: str) -> RedisUrl:
         raise ValueError(f"a cluster has no database number: {url!r}")
     if path and not path.isdigit():
         raise ValueError(f"the database must be a number: {url!r}")
+    options = _query_options(parts.query)
+    if options and not parts.scheme.startswith("rediss"):
+        raise ValueError(f"the option {next(iter(options))} needs TLS: rediss:// or rediss+cluster://")
     return RedisUrl(
         hosts=hosts,
         cluster=cluster,
-        tls=parts.scheme.startswith("rediss"),
+        tls=_tls_options(options) if parts.scheme.startswith("rediss") else None,
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password is not None else None,
         db=int(path) if path else 0,
     )
+
+
+def _query_options(query: str) -> dict[str, str]:
+    options: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in TLS_OPTIONS:
+            known = ", ".join(TLS_OPTIONS)
+            raise ValueError(f"unknown option {name!r} in the URL's query (the options: {known})")
+        if name in options:
+            raise ValueError(f"the option {name} is given twice")
+        if not value:
+            raise ValueError(f"the option {name} has no value")
+        options[name] = value
+    return options
+
+
+def _tls_options(options: dict[str, str]) -> TlsOptions:
+    reqs = options.get("ssl_cert_reqs", "required")
+    if reqs.lower() not in _CERT_REQS:
+        raise ValueError(f"ssl_cert_reqs={reqs}: not one of {', '.join(_CERT_REQS)}")
+    cert_reqs = _CERT_REQS[reqs.lower()]
+    # Nothing to check the name against when the certificate itself is not checked.
+    check = options.get("ssl_check_hostname", "true" if cert_reqs != ssl.CERT_NONE else "false")
+    if check.lower() not in _TRUTHS:
+        raise ValueError(f"ssl_check_hostname={check}: not true or false")
+    check_hostname = _TRUTHS[check.lower()]
+    if check_hostname and cert_reqs == ssl.CERT_NONE:
+        raise ValueError("ssl_check_hostname=true needs the certificate checked: not with ssl_cert_reqs=none")
+    if "ssl_keyfile" in options and "ssl_certfile" not in options:
+        raise ValueError("ssl_keyfile needs ssl_certfile (the certificate the key belongs to)")
+    for name in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+        if name in options:
+            _readable(name, options[name])
+    return TlsOptions(
+        ca_certs=options.get("ssl_ca_certs"),
+        certfile=options.get("ssl_certfile"),
+        keyfile=options.get("ssl_keyfile"),
+        cert_reqs=cert_reqs,
+        check_hostname=check_hostname,
+    )
+
+
+def _readable(name: str, path: str) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"{name}={path}: cannot read it: {exc.strerror}") from None
 
 
 def _host_port(item: str, url: str) -> tuple[str, int]:
@@ -361,13 +461,14 @@ def _host_port(item: str, url: str) -> tuple[str, int]:
 
 
 def connect(url: str, timeouts: Timeouts = DEFAULT_TIMEOUTS, preload: Sequence[str] = ()) -> Redis | Cluster:
-    """A client for the store URL (`parse_url`); no I/O until the first command. `preload`: Lua sources
-    loaded on every connection it opens."""
+    """A client for the store URL (`parse_url`); no I/O until the first command but reading the TLS files.
+    `preload`: Lua sources loaded on every connection it opens."""
     p = parse_url(url)
+    tls = p.tls.context() if p.tls is not None else None
     if p.cluster:
-        return Cluster(p.hosts, username=p.username, password=p.password, tls=p.tls, timeouts=timeouts, preload=preload)
+        return Cluster(p.hosts, username=p.username, password=p.password, tls=tls, timeouts=timeouts, preload=preload)
     host, port = p.hosts[0]
     node = Node(
-        host, port, username=p.username, password=p.password, db=p.db, tls=p.tls, timeouts=timeouts, preload=preload
+        host, port, username=p.username, password=p.password, db=p.db, tls=tls, timeouts=timeouts, preload=preload
     )
     return Redis(node, timeouts)

@@ -258,7 +258,7 @@ class Node:
         password: str | None,
         username: str | None,
         db: int,
-        tls: bool,
+        tls: ssl_module.SSLContext | None,
         timeouts: Timeouts,
         preload: Sequence[str] = (),
         on_stall: Callable[[Connection], None] | None = None,
@@ -315,7 +315,7 @@ class Node:
             lambda: Connection(self.address, self._timeouts, self._on_stall),
             self.host,
             self.port,
-            ssl=ssl_module.create_default_context() if self._tls else None,
+            ssl=self._tls,  # one context per client: its CA file is read once, not per connection
         )
         try:
             await self._handshake(connection)

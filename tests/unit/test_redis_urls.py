@@ -19,7 +19,7 @@ async def test_cluster_urls(url: str, tls: bool, seeds: list[str]) -> None:
     client = connect(url)
     assert isinstance(client, Cluster)
     assert [node.address for node in client._seeds] == seeds
-    assert client._options["tls"] is tls
+    assert (client._options["tls"] is not None) is tls
     if "@" in url:
         assert client._options["username"] == "app" and client._options["password"] == "p@ss"
     await client.aclose()
@@ -37,5 +37,5 @@ async def test_standalone_urls(url: str, tls: bool, address: str, db: int, auth:
     client = connect(url)
     assert isinstance(client, Redis)
     node = client.node
-    assert (node.address, node._tls, node._db, node._auth) == (address, tls, db, auth)
+    assert (node.address, node._tls is not None, node._db, node._auth) == (address, tls, db, auth)
     await client.aclose()
