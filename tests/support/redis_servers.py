@@ -160,14 +160,22 @@ class RedisServer:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    def _listen_args(self, port: int) -> list[str]:
+        """How the server listens on `port` (a TLS server, tests/support/tls.py, overrides this and `_client`)."""
+        return ["--port", str(port)]
+
+    def _client(self, host: str, port: int) -> redis.Redis:
+        """A redis-py client of this server, for the readiness check."""
+        return _client(host, port)
+
     def _launch(self, port: int | None, timeout: float, attempt: int = 0, wait: bool = True) -> LoggedProcess:
         port = free_port() if port is None else port
-        argv = [redis_server_binary(), "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
+        argv = [redis_server_binary(), *self._listen_args(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
         argv += ["--dir", str(self._dir), "--logfile", "", *self._extra_args]
         process = LoggedProcess(argv, log_path=self._dir / f"redis-{port}.{attempt}.log", cwd=self._dir)
         try:
             if wait:
-                _wait_for_ping(process, port, timeout)
+                _wait_for_ping(process, port, timeout, self._client)
         except BaseException:
             process.stop(grace=2.0)
             raise
@@ -450,9 +458,11 @@ def _address(text: str) -> Address:
     return host, int(port)
 
 
-def _wait_for_ping(process: LoggedProcess, port: int, timeout: float) -> None:
+def _wait_for_ping(
+    process: LoggedProcess, port: int, timeout: float, connect: Callable[[str, int], redis.Redis] = _client
+) -> None:
     deadline = time.monotonic() + timeout
-    with _client(HOST, port) as client:
+    with connect(HOST, port) as client:
         while True:
             if not process.alive():
                 log = process.log_text()
