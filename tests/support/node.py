@@ -8,6 +8,7 @@ import contextlib
 import functools
 import os
 import shutil
+import ssl
 import sys
 import tempfile
 import time
@@ -66,7 +67,11 @@ class FastdtmNode:
         workdir: Path | None = None,
         startup_timeout: float = 20.0,
         command: Sequence[str] = DEFAULT_COMMAND,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
+        """`tls`: the node serves HTTPS (its `--ssl-*` flags are in `extra_args`); this client context, which
+        trusts its certificate (and carries a client certificate if the node asks for one), waits for it."""
+        self._tls = tls
         self._owns_dir = workdir is None
         self._dir = workdir if workdir is not None else Path(tempfile.mkdtemp(prefix="fastdtm-node-"))
         self._final_log: str | None = None
@@ -82,7 +87,7 @@ class FastdtmNode:
 
     @property
     def base(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"{'https' if self._tls else 'http'}://{HOST}:{self.port}"
 
     @property
     def dtm(self) -> str:
@@ -126,7 +131,7 @@ class FastdtmNode:
         argv = [*head, "--port", str(port), *rest]
         process = LoggedProcess(argv, log_path=self._dir / f"node-{port}.log", cwd=self._dir, env=env)
         try:
-            _wait_ready(process, f"http://{HOST}:{port}", timeout)
+            _wait_ready(process, f"{'https' if self._tls else 'http'}://{HOST}:{port}", timeout, self._tls)
         except BaseException:
             process.stop(grace=5.0)
             raise
@@ -214,9 +219,9 @@ def _base(node_or_base: FastdtmNode | str) -> str:
     return node_or_base.base if isinstance(node_or_base, FastdtmNode) else node_or_base.rstrip("/")
 
 
-def _wait_ready(process: LoggedProcess, base: str, timeout: float) -> None:
+def _wait_ready(process: LoggedProcess, base: str, timeout: float, tls: ssl.SSLContext | None = None) -> None:
     deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=1.0) as client:
+    with httpx.Client(timeout=1.0, verify=tls or True) as client:
         while True:
             if not process.alive():
                 log = process.log_text()

@@ -50,24 +50,24 @@ class Pki:
         return context
 
 
-def make_pki(directory: Path, name: str = "fastdtm test") -> Pki:
-    """A new CA in `directory` (valid one day) that signs a server and a client certificate."""
+def make_pki(directory: Path, name: str = "fastdtm test", alt_names: str = SUBJECT_ALT_NAMES) -> Pki:
+    """A new CA in `directory` (valid one day) that signs a server and a client certificate for `alt_names`."""
     if shutil.which("openssl") is None:
         raise OpensslUnavailable("the openssl command is not on PATH (Debian: apt-get install openssl)")
     directory.mkdir(parents=True, exist_ok=True)
     ca = KeyPair(directory / "ca.pem", directory / "ca.key")
     _openssl("req", "-x509", *_NEW_KEY, "-keyout", ca.key, "-out", ca.cert, "-days", "1", "-subj", f"/CN={name} CA")
-    server = _signed(ca, directory, "server", "serverAuth")
-    client = _signed(ca, directory, "client", "clientAuth")
+    server = _signed(ca, directory, "server", "serverAuth", alt_names)
+    client = _signed(ca, directory, "client", "clientAuth", alt_names)
     return Pki(ca, server, client)
 
 
-def _signed(ca: KeyPair, directory: Path, name: str, usage: str) -> KeyPair:
+def _signed(ca: KeyPair, directory: Path, name: str, usage: str, alt_names: str) -> KeyPair:
     pair = KeyPair(directory / f"{name}.pem", directory / f"{name}.key")
     request = directory / f"{name}.csr"
     extensions = directory / f"{name}.ext"
     extensions.write_text(
-        f"subjectAltName={SUBJECT_ALT_NAMES}\nextendedKeyUsage={usage}\nbasicConstraints=critical,CA:FALSE\n"
+        f"subjectAltName={alt_names}\nextendedKeyUsage={usage}\nbasicConstraints=critical,CA:FALSE\n"
         "keyUsage=critical,digitalSignature\nsubjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
     )
     _openssl("req", "-new", *_NEW_KEY, "-keyout", pair.key, "-out", request, "-subj", f"/CN=fastdtm test {name}")
@@ -117,6 +117,7 @@ class TlsRedisServer(RedisServer):
             ssl_ca_certs=str(self.pki.ca.cert),
             ssl_certfile=str(self.pki.client.cert),
             ssl_keyfile=str(self.pki.client.key),
+            ssl_check_hostname=False,  # a test may give the server a certificate that does not name 127.0.0.1
             decode_responses=True,
             socket_timeout=5,
             socket_connect_timeout=2,

@@ -9,7 +9,7 @@ import ssl
 
 import pytest
 
-from fastdtm.cli import _https
+from fastdtm.cli import _https, main
 from fastdtm.config import Settings, SettingsError
 from fastdtm.store.redis_client import Cluster, Redis, TlsOptions, connect, parse_url
 from tests.conftest import missing_toolchain
@@ -136,3 +136,10 @@ def test_tls_options_need_a_tls_scheme(pki: Pki, scheme: str) -> None:
 def test_the_store_url_with_options_is_logged_without_its_password(pki: Pki) -> None:
     store = f"rediss://:s3cret@h:1/0?ssl_ca_certs={pki.ca.cert}"
     assert Settings(store=store).store_shown == f"rediss://:***@h:1/0?ssl_ca_certs={pki.ca.cert}"
+
+
+def test_serve_refuses_an_unknown_store_option_before_starting(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--store", "rediss://:s3cret@h:1/0?ssl_verify=no"]) == 2
+    error = capsys.readouterr().err
+    assert "fastdtm: Setting 'store': unknown option 'ssl_verify' in the URL's query" in error
+    assert "s3cret" not in error
