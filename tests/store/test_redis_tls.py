@@ -1,7 +1,8 @@
 """The store on `rediss://` against a private `redis-server` that speaks only TLS, with a CA made by the test:
-the whole store contract over it, a client certificate when the server asks for one (`tls-auth-clients yes`),
-and clear failures for a CA that did not sign the server's certificate, a missing client certificate, and a
-certificate that does not name the address dialled."""
+the whole store contract over it, and over a 3-master cluster reached only through TLS (`rediss+cluster://`);
+a client certificate when the server asks for one (`tls-auth-clients yes`); and clear failures for a CA that
+did not sign the server's certificate, a missing client certificate, and a certificate that does not name the
+address dialled."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from tests.conftest import missing_toolchain
 from tests.store.contract import CHECKS, Check
 from tests.store.subjects import RedisSubject
 from tests.support.redis_servers import RedisUnavailable
-from tests.support.tls import OpensslUnavailable, Pki, TlsRedisServer, make_pki
+from tests.support.tls import OpensslUnavailable, Pki, TlsRedisCluster, TlsRedisServer, make_pki
 
 #: Scripts every connection loads first, as a node's client does: the client certificate is asked for then.
 PRELOAD: Final = [Script("load").source]
@@ -60,6 +61,23 @@ def mutual(pki: Pki) -> Iterator[TlsRedisServer]:
 async def test_contract_over_tls(server: TlsRedisServer, check: Check) -> None:
     server.flush()
     await check(RedisSubject(server.url))
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(pki: Pki) -> Iterator[TlsRedisCluster]:
+    try:
+        cluster = TlsRedisCluster(pki)
+    except RedisUnavailable as exc:
+        missing_toolchain(str(exc))
+    with cluster:
+        yield cluster
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("check", CHECKS, ids=[c.__name__ for c in CHECKS])
+async def test_contract_over_a_tls_cluster(tls_cluster: TlsRedisCluster, check: Check) -> None:
+    tls_cluster.flush()
+    await check(RedisSubject(tls_cluster.url))
 
 
 async def test_a_client_certificate_gets_in_where_the_server_asks_for_one(mutual: TlsRedisServer) -> None:

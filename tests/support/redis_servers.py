@@ -383,8 +383,12 @@ class RedisCluster:
         args += ["--cluster-replica-validity-factor", "0"]
         # A replica's first sync would otherwise wait 5 s for more replicas to share the transfer.
         args += ["--repl-diskless-sync-delay", "0"]
-        self._nodes.append(RedisServer(args, port=free_port()))
+        self._nodes.append(RedisServer([*args, *self._node_args(index)], port=free_port()))
         self._bus_ports.append(bus_port)
+
+    def _node_args(self, index: int) -> list[str]:
+        """More arguments of node `index`, picked anew on each start attempt (a TLS cluster's, tests/support/tls.py)."""
+        return []
 
 
 class ExternalRedis:

@@ -1,6 +1,7 @@
 """TLS for the test suite: this module owns a private CA made by the test (with the `openssl` command), the
 server and client certificates it signs (for 127.0.0.1 and localhost), the client contexts that trust it,
-and a `redis-server` that speaks only TLS (`TlsRedisServer`), started and waited for like `RedisServer`."""
+a `redis-server` that speaks only TLS (`TlsRedisServer`), started and waited for like `RedisServer`, and a
+Redis Cluster reached over TLS (`TlsRedisCluster`)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .redis_servers import HOST, RedisServer
+from .redis_servers import HOST, RedisCluster, RedisServer, free_port
 
 #: Every certificate names both ways a test dials a loopback server.
 SUBJECT_ALT_NAMES = "IP:127.0.0.1,DNS:localhost"
@@ -57,7 +58,7 @@ def make_pki(directory: Path, name: str = "fastdtm test", alt_names: str = SUBJE
     directory.mkdir(parents=True, exist_ok=True)
     ca = KeyPair(directory / "ca.pem", directory / "ca.key")
     _openssl("req", "-x509", *_NEW_KEY, "-keyout", ca.key, "-out", ca.cert, "-days", "1", "-subj", f"/CN={name} CA")
-    server = _signed(ca, directory, "server", "serverAuth", alt_names)
+    server = _signed(ca, directory, "server", "serverAuth,clientAuth", alt_names)
     client = _signed(ca, directory, "client", "clientAuth", alt_names)
     return Pki(ca, server, client)
 
@@ -123,3 +124,28 @@ class TlsRedisServer(RedisServer):
             socket_connect_timeout=2,
             retry=Retry(NoBackoff(), 0),
         )
+
+
+class TlsRedisCluster(RedisCluster):
+    """A `RedisCluster` whose nodes also listen on a TLS port and talk TLS on the cluster bus (`tls-cluster
+    yes`). The suite manages it through the plain ports; `url` reaches it over TLS only: Redis 7 gives a
+    client connected over TLS the nodes' TLS ports (CLUSTER SLOTS, MOVED), so the store never sees a plain one.
+    The nodes' certificate serves the bus both ways (it is for serverAuth and clientAuth)."""
+
+    def __init__(self, pki: Pki, masters: int = 3) -> None:
+        self.pki = pki
+        self._tls_ports: dict[int, int] = {}
+        super().__init__(masters)
+
+    @property
+    def url(self) -> str:
+        seeds = ",".join(f"{HOST}:{self._tls_ports[index]}" for index in sorted(self._tls_ports))
+        return f"rediss+cluster://{seeds}?ssl_ca_certs={self.pki.ca.cert}"
+
+    def _node_args(self, index: int) -> list[str]:
+        self._tls_ports[index] = port = free_port()
+        return [
+            *("--tls-port", str(port), "--tls-cluster", "yes", "--tls-auth-clients", "no"),
+            *("--tls-cert-file", str(self.pki.server.cert), "--tls-key-file", str(self.pki.server.key)),
+            *("--tls-ca-cert-file", str(self.pki.ca.cert)),
+        ]
