@@ -13,6 +13,14 @@ send, reply, redirects); redirects followed as aiohttp and Go's resty do (at mos
 supported, as branch calls never need them: HEAD (its reply would be read as having a body),
 protocol upgrades, request pipelining.
 
+With a `BranchPolicy` (branch calls; the alert webhook's client has none): a redirect to another origin
+is followed only if the policy says so, else the call fails with `BranchDenied`. A new connection's
+host is resolved here, not by `create_connection`: every address it resolved to is checked, and the
+connection goes to one of those very addresses (the name stays the Host header and the TLS server name),
+so a DNS answer cannot change between the check and the connect. The addresses (or the refusal) are
+kept `resolve_ttl` seconds per (host, port). Idle connections are pooled per origin: every one was
+checked when it was opened, under the client's one policy.
+
 A reply is read up to `max_reply_bytes` of body (DTM keeps a short excerpt and classifies a reply by
 its status and a word of its body): a longer one is handed back cut there, and its connection, with
 the rest unread, is closed. Its headers are held to the same size, or the call fails.
@@ -29,13 +37,18 @@ import asyncio
 import base64
 import functools
 import re
+import socket
 import ssl as ssl_module
 import time
 from collections.abc import Callable, Mapping
-from typing import Final, NamedTuple, cast
+from ipaddress import ip_address
+from typing import TYPE_CHECKING, Final, NamedTuple, cast
 from urllib.parse import quote, unquote, urljoin
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+
+if TYPE_CHECKING:
+    from fastdtm.branch_policy import BranchPolicy
 
 #: Seconds an idle connection stays pooled (aiohttp's `keepalive_timeout` the session used).
 KEEPALIVE: Final = 30.0
@@ -45,6 +58,10 @@ MAX_REDIRECTS: Final = 10
 MAX_REPLY_BYTES: Final = 64 << 10
 #: Idle connections kept per origin (Settings.branch_max_idle).
 MAX_IDLE: Final = 64
+#: Seconds a host's checked addresses (or its refusal) are kept, under a policy: as long as a connection idles.
+RESOLVE_TTL: Final = KEEPALIVE
+#: Hosts whose addresses are kept at once; past it the cache is emptied and starts again.
+MAX_RESOLVED: Final = 4096
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
@@ -61,10 +78,16 @@ Origin = tuple[str, str, int]
 """(scheme, host, port): what a pool of idle connections is keyed by."""
 _Reply = tuple[int, bytes, bytes | None]
 """Status, body, Location header."""
+_Resolved = tuple[float, tuple[str, ...], str]
+"""Until when (loop time), the checked addresses, and the refusal ("" if none)."""
 
 
 class BranchHttpError(OSError):
     """A request that got no complete HTTP reply: not connected, reset, timed out, malformed, redirect loop."""
+
+
+class BranchDenied(BranchHttpError):
+    """The branch policy refused the call before it was made: a denied host or address, a redirect elsewhere."""
 
 
 class NotSent(Exception):
@@ -344,9 +367,16 @@ class HttpClient:
         *,
         max_reply_bytes: int = MAX_REPLY_BYTES,
         max_idle: int = MAX_IDLE,
+        policy: BranchPolicy | None = None,
+        resolve_ttl: float = RESOLVE_TTL,
     ) -> None:
         """`ssl`: the TLS context for https origins; by default the system's trust store, made on first use.
-        `max_reply_bytes`: of a reply body read (longer ones are cut); `max_idle`: idle connections per origin."""
+        `max_reply_bytes`: of a reply body read (longer ones are cut); `max_idle`: idle connections per origin.
+        `policy`: where calls may go (None: anywhere, redirects followed everywhere); `resolve_ttl`: seconds a
+        host's checked addresses are kept."""
+        self._policy = policy
+        self._resolve_ttl = resolve_ttl
+        self._resolved: dict[tuple[str, int], _Resolved] = {}
         self._keepalive = keepalive
         self._max_reply = max_reply_bytes
         self._max_idle = max_idle
@@ -382,6 +412,11 @@ class HttpClient:
             if status == 303 or (status in (301, 302) and method == "POST"):
                 method, body = "GET", None
             if parse_url(next_url).origin != target.origin:
+                if self._policy is not None and not self._policy.follow_redirects:
+                    raise BranchDenied(
+                        f"redirect not followed: {status} to another origin, Location: {next_url[:300]} "
+                        "(--branch-follow-redirects follows it)"
+                    )
                 # As aiohttp: credentials are not handed to another origin.
                 headers = {name: value for name, value in headers.items() if name.lower() != "authorization"}
             url = next_url
@@ -481,17 +516,74 @@ class HttpClient:
         loop = asyncio.get_running_loop()
         ssl = self._ssl_context() if scheme == "https" else None
         factory = functools.partial(_Connection, loop, self._live.discard, self._max_reply)
+        policy = self._policy
         try:
             async with asyncio.timeout_at(deadline):
-                _, conn = await loop.create_connection(
-                    factory, host, port, ssl=ssl, server_hostname=host if ssl else None
-                )
+                if policy is None:
+                    _, conn = await loop.create_connection(
+                        factory, host, port, ssl=ssl, server_hostname=host if ssl else None
+                    )
+                else:
+                    conn = await self._connect_checked(policy, factory, host, port, ssl)
+        except BranchDenied:
+            raise
         except TimeoutError as exc:
             raise BranchHttpError(f"timeout: not connected to {host}:{port} within {timeout:g} s") from exc
         except OSError as exc:
             raise BranchHttpError(f"cannot connect to {host}:{port}: {exc}") from exc
         self._live.add(conn)
         return conn
+
+    async def _connect_checked(
+        self,
+        policy: BranchPolicy,
+        factory: Callable[[], _Connection],
+        host: str,
+        port: int,
+        ssl: ssl_module.SSLContext | None,
+    ) -> _Connection:
+        """Connects to the first of the host's checked addresses that accepts; raises OSError as connect does."""
+        loop = asyncio.get_running_loop()
+        error: OSError | None = None
+        for address in await self._addresses(policy, host, port):
+            try:
+                _, conn = await loop.create_connection(
+                    factory, address, port, ssl=ssl, server_hostname=host if ssl else None
+                )
+            except OSError as exc:
+                error = exc
+                continue
+            return conn
+        raise error or OSError(f"no address for {host}")
+
+    async def _addresses(self, policy: BranchPolicy, host: str, port: int) -> tuple[str, ...]:
+        """The host's addresses, each allowed by the policy; raises BranchDenied if one is not (a name that
+        resolves into a denied range is refused whatever else it resolves to)."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        cached = self._resolved.get((host, port))
+        if cached is None or cached[0] <= now:
+            cached = await self._resolve(policy, host, port, now + self._resolve_ttl)
+        _, addresses, refusal = cached
+        if refusal:
+            raise BranchDenied(f"refused by the branch policy: {refusal}")
+        return addresses
+
+    async def _resolve(self, policy: BranchPolicy, host: str, port: int, until: float) -> _Resolved:
+        refusal = policy.host_refusal(host)
+        addresses: tuple[str, ...] = ()
+        if not refusal:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            # Addresses as strings, in the resolver's order, once each; an IPv6 zone (`%eth0`) kept.
+            addresses = tuple(dict.fromkeys(str(info[4][0]) for info in infos))
+            for address in addresses:
+                refusal = policy.address_refusal(host, ip_address(address.partition("%")[0])) or ""
+                if refusal:
+                    break
+        if len(self._resolved) >= MAX_RESOLVED:
+            self._resolved.clear()
+        entry = self._resolved[(host, port)] = (until, addresses, refusal or "")
+        return entry
 
     def _ssl_context(self) -> ssl_module.SSLContext:
         if self._ssl is None:  # built on first use: loading the CA store takes milliseconds

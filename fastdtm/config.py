@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
+from fastdtm.branch_policy import Rules
 from fastdtm.store.embedded import parse_sqlite_url
 from fastdtm.store.redis_client import parse_url as parse_redis_url
 
@@ -180,6 +181,11 @@ class Settings:
         for name, (least, most) in _RANGES.items():
             if not least <= getattr(self, name) <= most:
                 raise SettingsError(f"Setting '{name}' must be within {least}..{most}, got {getattr(self, name)!r}.")
+        for name in ("branch_deny", "branch_allow"):
+            try:
+                Rules.parse(getattr(self, name), name)
+            except ValueError as exc:
+                raise SettingsError(f"Setting '{name}': {exc}.") from None
         self._check_store()
         self._check_https()
 

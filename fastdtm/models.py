@@ -14,6 +14,7 @@ from dataclasses import field
 from typing import Any, Final
 
 from fastdtm.branch_http import BranchHttpError, check_header, parse_url
+from fastdtm.branch_policy import BranchPolicy
 from fastdtm.errors import Invalid
 from fastdtm.records import record
 from fastdtm.states import BranchStatus, TransStatus, TransType
@@ -251,6 +252,12 @@ def check_http_url(url: str, what: str) -> None:
         parse_url(url)
     except BranchHttpError:
         raise Invalid(f"{what} '{url[:300]}' is not an http:// or https:// URL.") from None
+
+
+def check_branch_url(policy: BranchPolicy, url: str, what: str) -> None:
+    """Refuses (422) a URL the branch-URL policy refuses without resolving it; "" (a no-op branch) passes."""
+    if url and (refusal := policy.url_refusal(url)) is not None:
+        raise Invalid(f"{what} '{url[:300]}' is refused: {refusal}.")
 
 
 class _Fields:

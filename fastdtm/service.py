@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
+from fastdtm.branch_policy import BranchPolicy
 from fastdtm.clock import Clock
 from fastdtm.engine import Claim, Engine, RoundResult
 from fastdtm.errors import (
@@ -29,7 +30,7 @@ from fastdtm.kinds import kind_for
 from fastdtm.kinds.base import Policy, Topics, reset_interval_ms
 from fastdtm.kinds.msg import topic_name
 from fastdtm.kinds.workflow import FINAL
-from fastdtm.models import Branch, BranchRequest, Transaction, TransRequest, parse_trans_type
+from fastdtm.models import Branch, BranchRequest, Transaction, TransRequest, check_branch_url, parse_trans_type
 from fastdtm.states import TERMINAL, Outcome, TransStatus, TransType
 from fastdtm.store.base import Change, ListPage, ListQuery, Store
 
@@ -66,12 +67,16 @@ class Service:
     clock: Clock
     policy: Policy
     topics: Subscribers
+    #: Where branch calls may go: every URL a request hands over is checked before anything is written.
+    branch_urls: BranchPolicy = field(default_factory=BranchPolicy)
 
     async def _new(self, req: TransRequest, status: TransStatus) -> tuple[Transaction, list[Branch]]:
         trans_type = req.trans_type_enum()
         now = self.clock.now_ms()
         topics = await self._topics(req) if trans_type is TransType.MSG else {}
         branches = kind_for(trans_type).build(req, now, topics)
+        check_branch_url(self.branch_urls, req.query_prepared, "query_prepared")
+        _check_branch_urls(self.branch_urls, branches)
         interval = reset_interval_ms(req.options, self.policy)
         trans = Transaction(
             gid=req.gid,
@@ -240,6 +245,7 @@ class Service:
         kind = kind_for(parse_trans_type(req.trans_type))
         now = self.clock.now_ms()
         branches = kind.register(req, now)
+        _check_branch_urls(self.branch_urls, branches)
         try:
             await self.store.register_branches(req.gid, req.trans_type, branches, now)
         except (TransNotFound, Stale):
@@ -322,6 +328,12 @@ class Service:
         next_cron = now + trans.next_cron_interval_ms if status not in TERMINAL else None
         change = Change(trans.gid, trans.status, status, now, rollback_reason=reason, next_cron_ms=next_cron)
         await self.store.transition(change)
+
+
+def _check_branch_urls(policy: BranchPolicy, branches: Sequence[Branch]) -> None:
+    for branch in branches:
+        if branch.url and policy.url_refusal(branch.url) is not None:  # the message is built only then
+            check_branch_url(policy, branch.url, f"the URL of branch {branch.branch_id} ({branch.op})")
 
 
 def _check_prepare(trans: Transaction) -> None:

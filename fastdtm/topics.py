@@ -21,9 +21,10 @@ from dataclasses import dataclass
 from typing import Final
 
 from fastdtm import wire
+from fastdtm.branch_policy import BranchPolicy
 from fastdtm.clock import Clock
 from fastdtm.errors import Conflict, Invalid, NotFound, ServerError
-from fastdtm.models import check_http_url
+from fastdtm.models import check_branch_url, check_http_url
 from fastdtm.store.kv import MAX_KEY, KVEntry
 from fastdtm.store.kv_base import KV
 
@@ -51,16 +52,21 @@ Edit = Callable[[list[Subscriber] | None], list[Subscriber]]
 
 
 class Topics:
-    """Topic subscriptions in a KV store (Redis or embedded); `clock` stamps the entries' create/update times."""
+    """Topic subscriptions in a KV store (Redis or embedded); `clock` stamps the entries' create/update times.
 
-    def __init__(self, kv: KV, clock: Clock, *, attempts: int = ATTEMPTS) -> None:
+    `policy`: the branch-URL policy a subscriber's URL must pass (it becomes a branch URL of every msg sent
+    to the topic); unsubscribe does not ask, so that a URL the policy now refuses can still be removed."""
+
+    def __init__(self, kv: KV, clock: Clock, *, attempts: int = ATTEMPTS, policy: BranchPolicy | None = None) -> None:
         self.kv = kv
         self.clock = clock
         self.attempts = attempts
+        self.policy = policy or BranchPolicy()
 
     async def subscribe(self, topic: str, url: str, remark: str = "") -> None:
         """Adds `url` at the end of the topic's subscribers, creating the topic if needed."""
         subscriber = Subscriber(check_url(url), check_remark(remark))
+        check_branch_url(self.policy, url, "url")
         await self._change(check_topic(topic), lambda current: with_subscriber(topic, current, subscriber))
 
     async def unsubscribe(self, topic: str, url: str) -> None:

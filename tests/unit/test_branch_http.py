@@ -25,7 +25,16 @@ from urllib.parse import urlencode
 import pytest
 import uvloop
 
-from fastdtm.branch_http import BranchHttpError, HttpClient, NotSent, check_header, encode_request, parse_url
+from fastdtm.branch_http import (
+    BranchDenied,
+    BranchHttpError,
+    HttpClient,
+    NotSent,
+    check_header,
+    encode_request,
+    parse_url,
+)
+from fastdtm.branch_policy import DEFAULT_DENY, BranchPolicy
 from fastdtm.invoker import Invoker, branch_url, call_headers
 from fastdtm.kinds.base import Call
 from fastdtm.models import Options, Transaction
@@ -134,9 +143,9 @@ async def wait_until(check: Callable[[], bool], timeout: float = 3.0) -> None:
 
 @asynccontextmanager
 async def client(
-    keepalive: float = 30.0, ssl: ssl.SSLContext | None = None, **limits: int
+    keepalive: float = 30.0, ssl: ssl.SSLContext | None = None, **options: Any
 ) -> AsyncIterator[HttpClient]:
-    http = HttpClient(keepalive, ssl, **limits)
+    http = HttpClient(keepalive, ssl, **options)
     try:
         yield http
     finally:
@@ -636,6 +645,125 @@ def test_a_redirect_loop_gives_up_after_ten(run: Run) -> None:
             assert len(server.seen) == 11
 
     run(main())
+
+
+# ----------------------------------------------------------------------------- the branch-URL policy
+
+
+def port_of(server: RawServer) -> int:
+    return parse_url(server.url("/")).origin[2]
+
+
+def test_under_a_policy_a_redirect_to_another_origin_is_not_followed(run: Run) -> None:
+    async def main() -> None:
+        async with (
+            RawServer(answer_ok) as other,
+            RawServer(redirecting("302 Found", other.url("/there"))) as server,
+            client(policy=BranchPolicy()) as http,
+        ):
+            with pytest.raises(BranchDenied) as refused:
+                await get(http, server.url("/from"))
+            assert str(refused.value) == (
+                f"redirect not followed: 302 to another origin, Location: {other.url('/there')} "
+                "(--branch-follow-redirects follows it)"
+            )
+            assert other.connections == 0
+            # Same origin: followed as ever.
+            assert await get(http, server.url("/to")) == (200, b"GET ")
+
+    run(main())
+
+
+def test_under_a_policy_a_redirect_within_the_origin_is_followed(run: Run) -> None:
+    async def main() -> None:
+        async with (
+            RawServer(redirecting("307 Temporary Redirect", "/to")) as server,
+            client(policy=BranchPolicy()) as http,
+        ):
+            assert await http.request("POST", server.url("/from"), {}, b"p", 3) == (200, b"POST p")
+            assert server.connections == 1
+
+    run(main())
+
+
+def test_followed_redirects_to_another_origin_are_checked_like_any_url(run: Run) -> None:
+    async def main() -> None:
+        async with RawServer(answer_ok) as other:
+            port = port_of(other)
+            targets = [f"http://localhost:{port}/there", f"http://0x7f000002:{port}/there", other.url("/there")]
+            servers = [RawServer(redirecting("302 Found", target)) for target in targets]
+            policy = BranchPolicy(f"{DEFAULT_DENY},127.0.0.2/32,localhost", follow_redirects=True)
+            async with (
+                servers[0] as by_name,
+                servers[1] as by_address,
+                servers[2] as allowed,
+                client(policy=policy) as http,
+            ):
+                with pytest.raises(BranchDenied, match=r"^refused by the branch policy: host 'localhost' matches"):
+                    await get(http, by_name.url("/from"))
+                with pytest.raises(BranchDenied, match=r"0x7f000002 \(127.0.0.2\) is in 127.0.0.2/32 on --branch-deny"):
+                    await get(http, by_address.url("/from"))
+                assert other.connections == 0
+                assert await get(http, allowed.url("/from")) == (200, b"ok /there")
+
+    run(main())
+
+
+def test_a_name_that_resolves_into_a_denied_range_is_refused_before_connecting(run: Run) -> None:
+    async def main() -> None:
+        policy = BranchPolicy(f"{DEFAULT_DENY},127.0.0.0/8")
+        async with RawServer(answer_ok) as server, client(policy=policy) as http:
+            url = f"http://localhost:{port_of(server)}/x"
+            for _ in range(2):  # the second from the cached verdict
+                with pytest.raises(
+                    BranchDenied, match=r"'localhost' resolves to 127\.0\.0\.1, which is in 127\.0\.0\.0/8"
+                ):
+                    await get(http, url)
+            assert server.connections == 0
+
+    run(main())
+
+
+def test_a_denied_call_is_an_error_of_the_branch(run: Run) -> None:
+    async def main() -> None:
+        url = "http://localhost:9/TransIn"
+        async with client(policy=BranchPolicy("localhost")) as http:
+            done = await Invoker(http, 3.0).call(transaction({}), Call(0, "01", "action", url, ""))
+        assert done.outcome is Outcome.ERROR
+        assert done.detail == (
+            f"url:{url} error: BranchDenied: refused by the branch policy: "
+            "host 'localhost' matches 'localhost' on --branch-deny"
+        )
+
+    run(main())
+
+
+@pytest.mark.parametrize(("ttl", "lookups"), [(30.0, 1), (0.0, 3)])
+def test_the_connection_goes_to_the_checked_address_resolved_once_per_ttl(
+    monkeypatch: pytest.MonkeyPatch, ttl: float, lookups: int
+) -> None:
+    """Three calls, each on a new connection (none kept idle): the name is looked up once per TTL, the Host
+    header keeps the name. On asyncio's loop only: uvloop's getaddrinfo cannot be wrapped."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        resolve = loop.getaddrinfo
+        seen: list[str] = []
+
+        async def counting(host: str, *args: Any, **kwargs: Any) -> Any:
+            seen.append(host)
+            return await resolve(host, *args, **kwargs)
+
+        monkeypatch.setattr(loop, "getaddrinfo", counting)
+        async with RawServer(answer_ok) as server, client(policy=BranchPolicy(), max_idle=0, resolve_ttl=ttl) as http:
+            name = f"localhost:{port_of(server)}"
+            for i in range(3):
+                assert await get(http, f"http://{name}/{i}") == (200, f"ok /{i}".encode())
+            assert server.connections == 3
+            assert [s.header("host") for s in server.seen] == [[name]] * 3
+        assert seen.count("localhost") == lookups
+
+    asyncio.run(main())
 
 
 # ----------------------------------------------------------------------------- the request's bytes
