@@ -4,7 +4,10 @@ FastdtmError
 ├── ApiError                 answered to the caller as (status, body)
 │   ├── BadRequest           400: the body is not JSON / not an object, a cursor this server did not issue
 │   │   └── NotAnObject      400: the body is JSON, but not an object (JSON-RPC tells the two apart)
+│   ├── Unauthorized         401: no token, or one the node does not know (with authentication on)
+│   ├── Forbidden            403: the token's role may not call this
 │   ├── PayloadTooLarge      413
+│   ├── UnsupportedMediaType 415: a POST body a browser could send unasked (form, multipart, text/plain)
 │   ├── Invalid              422: well-formed JSON with wrong fields or values
 │   ├── NotFound             404: no transaction with that gid
 │   ├── Conflict             409 + dtm_result FAILURE: the state forbids the operation
@@ -49,8 +52,20 @@ class NotAnObject(BadRequest):
     pass
 
 
+class Unauthorized(ApiError):
+    status_code = 401
+
+
+class Forbidden(ApiError):
+    status_code = 403
+
+
 class PayloadTooLarge(ApiError):
     status_code = 413
+
+
+class UnsupportedMediaType(ApiError):
+    status_code = 415
 
 
 class Invalid(ApiError):

@@ -2,7 +2,9 @@
 
 Always HTTP 200; errors travel in the envelope: -32700 bad JSON, -32600 bad envelope (DTM wants a
 non-empty string id), -32601 unknown method, -32602 bad params, -32901 FAILURE, -32902 ONGOING,
--32603 anything else (reference §4.3).
+-32603 anything else (reference §4.3). With authentication on (fastdtm.auth), a call without a known
+token gets -32001 with HTTP 401 before its body is read, and a method the token's role may not call
+-32003 with HTTP 403: an SDK that only looks at the envelope still sees an error.
 """
 
 from __future__ import annotations
@@ -14,12 +16,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from fastdtm import wire
+from fastdtm.api.gate import CHALLENGE, UNAUTHENTICATED
 from fastdtm.api.http import json_response, read_object
+from fastdtm.auth import ROLE_KEY, RPC_METHODS, Role, grants
 from fastdtm.errors import ApiError, BadRequest, Conflict, Invalid, NotAnObject, Ongoing, PayloadTooLarge, StoreError
 from fastdtm.models import BranchRequest, TransRequest
 from fastdtm.service import Service, new_gid
 
 Method = Callable[[Service, dict[str, Any]], Awaitable[Any]]
+
+#: In JSON-RPC's range for implementation-defined server errors (-32099..-32000).
+UNAUTHORIZED: Final = -32001
+FORBIDDEN: Final = -32003
 
 
 async def _new_gid(service: Service, params: dict[str, Any]) -> Any:
@@ -66,7 +75,39 @@ def _reply(rpc_id: Any, result: Any = None, code: int = 0, message: str = "") ->
     return json_response({"jsonrpc": "2.0", "id": rpc_id, "error": error, "result": result})
 
 
+def _refused(rpc_id: Any, status: int, code: int, message: str) -> Response:
+    body = {"jsonrpc": "2.0", "id": rpc_id, "error": {"code": code, "message": message}, "result": None}
+    headers = {"WWW-Authenticate": CHALLENGE} if status == 401 else None
+    return Response(wire.encode(body), status, headers, media_type="application/json")
+
+
 async def json_rpc(request: Request) -> Response:
+    # Absent: authentication is off, and every caller may call every method.
+    role: Role | None = request.scope.get(ROLE_KEY, Role.OPERATOR)
+    if role is None:
+        return _refused(None, 401, UNAUTHORIZED, f"unauthorized: {UNAUTHENTICATED}")
+    envelope = await _envelope(request)
+    if isinstance(envelope, Response):
+        return envelope
+    rpc_id, name, params = envelope
+    method = METHODS.get(name)
+    if method is None:
+        return _reply(rpc_id, code=-32601, message=f"method not found: {name[:100]!r}")
+    if not grants(role, RPC_METHODS[name]):
+        message = f"forbidden: a {role.value} token may not call {name}; it needs an operator token"
+        return _refused(rpc_id, 403, FORBIDDEN, message)
+    if not isinstance(params, dict):
+        return _reply(rpc_id, code=-32602, message="params must be an object")
+    try:
+        return _reply(rpc_id, await method(request.state.service, params))
+    except ApiError as exc:
+        return _reply(rpc_id, code=_code(exc), message=exc.message)
+    except StoreError as exc:
+        return _reply(rpc_id, code=-32603, message=f"store error: {exc}")
+
+
+async def _envelope(request: Request) -> tuple[str, str, Any] | Response:
+    """(id, method name, params) of the request, or the reply to a request that is not a JSON-RPC 2.0 call."""
     try:
         envelope = await read_object(request)
     except NotAnObject as exc:  # valid JSON: a batch (not supported) or a scalar is an invalid request
@@ -81,18 +122,7 @@ async def json_rpc(request: Request) -> Response:
     name = envelope.get("method")
     if not isinstance(name, str):
         return _reply(rpc_id, code=-32600, message="method must be a string")
-    method = METHODS.get(name)
-    if method is None:
-        return _reply(rpc_id, code=-32601, message=f"method not found: {name[:100]!r}")
-    params = envelope.get("params") or {}
-    if not isinstance(params, dict):
-        return _reply(rpc_id, code=-32602, message="params must be an object")
-    try:
-        return _reply(rpc_id, await method(request.state.service, params))
-    except ApiError as exc:
-        return _reply(rpc_id, code=_code(exc), message=exc.message)
-    except StoreError as exc:
-        return _reply(rpc_id, code=-32603, message=f"store error: {exc}")
+    return rpc_id, name, envelope.get("params") or {}
 
 
 routes = [Route("/json-rpc", json_rpc, methods=["POST"])]

@@ -43,7 +43,7 @@ from tests.support.busi import BusiServer, Reply as BusiReply
 from tests.support.fuzz_calls import ApiCall
 from tests.support.fuzz_mutations import ISSUE_12_EXAMPLES, hostile_scenarios
 from tests.support.fuzz_requests import operations
-from tests.support.fuzz_rules import Description, Reply, Violation
+from tests.support.fuzz_rules import UNSUPPORTED_MEDIA_TYPE, Description, Reply, Violation
 from tests.support.fuzz_scenarios import Scenario, expected_rpc_code, scenarios
 from tests.support.fuzz_target import FuzzTarget
 from tests.support.fuzz_values import ERROR, FAIL, FAIL_BODY, ONGOING
@@ -189,7 +189,7 @@ def check_rpc_envelope(reply: Reply) -> None:
     """JSON-RPC 2.0 §5.1: not JSON is -32700 (parse error); JSON that is not a request object (a batch
     included: DTM serves none) is -32600 (invalid request). A body over the limit is not read at all."""
     content = reply.call.content() or b""
-    if len(content) > MAX_BODY_BYTES:
+    if len(content) > MAX_BODY_BYTES or reply.status == UNSUPPORTED_MEDIA_TYPE:  # refused before it is read
         return
     try:
         envelope = orjson.loads(content)

@@ -153,6 +153,8 @@ def mismatch(call: ApiCall, stored: Mapping[str, dict[str, Any] | None]) -> str:
 
 def refused(reply: Reply, may_wait: bool) -> bool:
     """Whether the node refused the request; `may_wait`: a 409 may be a `wait_result` outcome instead."""
+    if reply.status == UNSUPPORTED_MEDIA_TYPE:  # refused in front of every endpoint, JSON-RPC's too
+        return True
     if reply.call.endpoint == "json-rpc":
         # -32603 gets here only as "no transaction with gid" (`rpc_code`): the 404 of JSON-RPC.
         return reply.rpc_code in RPC_REFUSED | {-32603} or (reply.rpc_code == RPC_FAILURE and not may_wait)
@@ -160,6 +162,10 @@ def refused(reply: Reply, may_wait: bool) -> bool:
         return not may_wait
     # Every other 4xx but 425 (ONGOING: a round ran) says the request was not carried out.
     return 400 <= reply.status < 500 and reply.status != 425
+
+
+#: A POST body a browser could send unasked (form, multipart, text/plain): fastdtm.api.gate.
+UNSUPPORTED_MEDIA_TYPE: Final = 415
 
 
 def rpc_code(reply: Reply) -> int:

@@ -178,7 +178,7 @@ class FuzzTarget:
         reply = Reply(call, response.status_code, body)
         if response.status_code >= 500:
             raise ServerFault(reply.describe() + self._log_excerpt())
-        if call.endpoint == "json-rpc":
+        if call.endpoint == "json-rpc" and response.status_code != rules.UNSUPPORTED_MEDIA_TYPE:
             reply.rpc_code = rules.rpc_code(reply)
         return reply
 
