@@ -90,6 +90,13 @@ def _candidates(address: Address) -> tuple[Address, ...]:
     return (address,)
 
 
+def _remember(cache: dict[str, str | None], key: str, verdict: str | None) -> str | None:
+    if len(cache) >= MAX_CACHED:
+        cache.clear()  # many distinct keys: start again rather than grow without end
+    cache[key] = verdict
+    return verdict
+
+
 def _name(host: str) -> str:
     return host.lower().removesuffix(".")
 
@@ -172,7 +179,9 @@ class BranchPolicy:
         self.deny = Rules.parse(deny, "--branch-deny")
         self.allow = Rules.parse(allow, "--branch-allow")
         self.follow_redirects = follow_redirects
+        # Submit-time verdicts per URL, and per host for a URL not seen yet (its parse costs ~2 µs, a verdict ~10).
         self._verdicts: dict[str, str | None] = {}
+        self._hosts: dict[str, str | None] = {}
 
     def url_refusal(self, url: str) -> str | None:
         """Why `url` is refused at submit, or None. A URL the client cannot parse is not this check's matter."""
@@ -184,11 +193,11 @@ class BranchPolicy:
             host = parse_url(url).origin[1]
         except BranchHttpError:
             return None
-        verdict = self.host_refusal(host)
-        if len(self._verdicts) >= MAX_CACHED:
-            self._verdicts.clear()  # many distinct URLs: start again rather than grow without end
-        self._verdicts[url] = verdict
-        return verdict
+        try:
+            verdict = self._hosts[host]
+        except KeyError:
+            verdict = _remember(self._hosts, host, self.host_refusal(host))
+        return _remember(self._verdicts, url, verdict)
 
     def host_refusal(self, host: str) -> str | None:
         """What can be told of a host without resolving it: an IP literal's address, or its name."""

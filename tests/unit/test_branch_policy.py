@@ -188,5 +188,5 @@ def test_verdicts_are_cached_per_url_within_a_bound(monkeypatch: pytest.MonkeyPa
     policy = BranchPolicy()
     for i in range(10):
         policy.url_refusal(f"http://10.0.0.{i}/")
-        assert len(policy._verdicts) <= 3
+        assert len(policy._verdicts) <= 3 and len(policy._hosts) <= 3
     assert policy.url_refusal("http://169.254.0.1/") == policy.url_refusal("http://169.254.0.1/")
