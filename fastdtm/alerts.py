@@ -15,6 +15,7 @@ from typing import Final
 
 from fastdtm import wire
 from fastdtm.branch_http import HttpClient
+from fastdtm.redaction import hide_url_passwords
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,9 @@ class Alerter:
     def branch_failing(self, gid: str, status: str, branch_url: str, error: str, retries: int) -> None:
         if not self.url or retries < self.retry_limit:
             return
-        body = {"gid": gid, "status": status, "branch": branch_url, "error": error, "retry_count": retries}
+        # The webhook is a chat or paging system: no branch URL passwords in it (fastdtm.redaction).
+        branch, error = hide_url_passwords(branch_url), hide_url_passwords(error)
+        body = {"gid": gid, "status": status, "branch": branch, "error": error, "retry_count": retries}
         task = asyncio.get_running_loop().create_task(self._post(body))
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)

@@ -26,9 +26,11 @@ from fastdtm import __version__, logs
 from fastdtm.alerts import Alerter
 from fastdtm.api import dtmsvr, jsonrpc, kv as kv_api, ops
 from fastdtm.api.direct import DirectRoutes, ErrorHandler
+from fastdtm.api.gate import Gate
 from fastdtm.api.http import api_error, client_gone, store_error
 from fastdtm.api.middleware import MetricsMiddleware
 from fastdtm.branch_http import HttpClient
+from fastdtm.branch_policy import BranchPolicy
 from fastdtm.clock import SystemClock
 from fastdtm.config import Settings
 from fastdtm.cron import Cron
@@ -38,6 +40,7 @@ from fastdtm.invoker import Invoker
 from fastdtm.kinds.base import Policy
 from fastdtm.log_throttle import FaultLog
 from fastdtm.metrics import Metrics
+from fastdtm.redaction import Redactor
 from fastdtm.service import Service
 from fastdtm.sharding import Keys
 from fastdtm.store.base import Store
@@ -63,6 +66,7 @@ class State(TypedDict):
     kv: KV
     topics: Topics
     metrics: Metrics
+    redactor: Redactor
 
 
 async def build_store(settings: Settings, metrics: Metrics) -> tuple[Store, KV]:
@@ -151,6 +155,8 @@ def create_app(settings: Settings) -> DirectRoutes:
     # Built before the lifespan: Starlette assembles the middleware (which needs it) on the first
     # call, the lifespan's own. One app per process, so one Metrics per process.
     metrics = Metrics(__version__, label_values=settings.metric_label_values)
+    # Reads the token file now: one that cannot be used stops the start.
+    gate = Gate(settings.auth_file, metrics_auth=settings.metrics_auth)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
@@ -158,19 +164,27 @@ def create_app(settings: Settings) -> DirectRoutes:
         store, kv = await build_store(settings, metrics)
         await _wait_for(store, settings.store_shown)
         clock = SystemClock()
-        topics = Topics(kv, clock)
+        branch_urls = BranchPolicy(
+            settings.branch_deny, settings.branch_allow, follow_redirects=settings.branch_follow_redirects
+        )
+        topics = Topics(kv, clock, policy=branch_urls)
         policy = Policy(int(settings.retry_interval * 1000), int(settings.timeout_to_fail * 1000))
         # One HTTP client for every branch call of this process: keep-alive pools per branch host.
-        http = HttpClient(max_reply_bytes=settings.branch_max_reply_bytes, max_idle=settings.branch_max_idle)
-        alerter = Alerter(http, settings.alert_webhook, settings.alert_retry_limit)
+        http = HttpClient(
+            max_reply_bytes=settings.branch_max_reply_bytes, max_idle=settings.branch_max_idle, policy=branch_urls
+        )
+        # The webhook is the operator's own URL, not a client's: its client has no branch-URL policy.
+        alert_http = HttpClient(max_reply_bytes=settings.branch_max_reply_bytes)
+        alerter = Alerter(alert_http, settings.alert_webhook, settings.alert_retry_limit)
         invoker = Invoker(http, settings.request_timeout)
         skew_ms = int(settings.max_clock_skew * 1000)
         engine = Engine(store, invoker, policy, clock, metrics, alerter, max_clock_skew_ms=skew_ms)
         cron = Cron(store, engine, settings, clock, metrics)
         cron.start()
         _tune_collector()
+        gate.watch_sighup()
         try:
-            service = Service(store, engine, clock, policy, topics)
+            service = Service(store, engine, clock, policy, topics, branch_urls)
             yield {
                 "settings": settings,
                 "store": store,
@@ -178,18 +192,23 @@ def create_app(settings: Settings) -> DirectRoutes:
                 "kv": kv,
                 "topics": topics,
                 "metrics": metrics,
+                "redactor": Redactor.from_setting(settings.redact_headers),
             }
         finally:
+            gate.unwatch_sighup()
             await cron.stop()
             await engine.close()
             await http.close()
+            await alert_http.close()
             await store.close()
             log.info("fastdtm node %s stopped", settings.node_id)
 
-    routes = [
-        Mount("/api/dtmsvr", routes=[*dtmsvr.routes, *kv_api.routes]),
-        Mount("/api", routes=[*ops.routes, *jsonrpc.routes]),
-    ]
+    routes = gate.guard_routes(
+        [
+            Mount("/api/dtmsvr", routes=[*dtmsvr.routes, *kv_api.routes]),
+            Mount("/api", routes=[*ops.routes, *jsonrpc.routes]),
+        ]
+    )
     errors: dict[type[Exception], ErrorHandler] = {
         ApiError: api_error,
         StoreError: store_error,

@@ -27,7 +27,7 @@ from fastdtm.config import SettingsError
 
 #: Where the check leaves the caller's role in the ASGI scope: a `Role`, or None for a JSON-RPC call without
 #: a valid token (the endpoint answers it in its own shape). Absent: no authentication, every caller may
-#: do everything (fastdtm.redaction reads the same key).
+#: do everything (`/query` reveals secrets to an operator only).
 ROLE_KEY: Final = "fastdtm.role"
 #: A token's length, and its characters: RFC 3986's unreserved ones, so it goes into a URL's userinfo and
 #: into a header unescaped.

@@ -14,6 +14,7 @@ import uvicorn
 from fastdtm import __version__, logs
 from fastdtm.api.protocol import uvicorn_http
 from fastdtm.app import create_app
+from fastdtm.auth import Tokens
 from fastdtm.config import Settings, SettingsError
 from fastdtm.errors import StoreUnavailable
 from fastdtm.store.embedded import parse_sqlite_url
@@ -142,7 +143,7 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
     ),
     "--ssl-certfile": ("ssl_certfile", str, "serve HTTPS with this certificate chain (PEM)"),
     "--ssl-keyfile": ("ssl_keyfile", str, "the private key of --ssl-certfile (PEM)"),
-    "--ssl-ca-certs": ("ssl_ca_certs", str, "ask for client certificates signed by these CAs (PEM)"),
+    "--ssl-ca-certs": ("ssl_ca_certs", str, "require client certificates signed by these CAs (PEM)"),
 }
 
 
@@ -167,6 +168,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides = {dest: getattr(args, dest) for dest, _, _ in _SERVE_FLAGS.values()}
     try:
         settings = Settings.from_env(**overrides)
+        if settings.auth_file:  # a token file that cannot be used stops the start here, before any worker
+            Tokens.read(settings.auth_file)
     except SettingsError as exc:
         print(f"fastdtm: {exc}", file=sys.stderr)
         return 2

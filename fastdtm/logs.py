@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
+from fastdtm.redaction import hide_url_passwords
 from fastdtm.wire import encode_text
 
 
@@ -14,13 +15,14 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            # Branch URLs in results and errors may carry `user:password@` (fastdtm.redaction).
+            "msg": hide_url_passwords(record.getMessage()),
         }
         gid = getattr(record, "gid", None)
         if gid is not None:
             entry["gid"] = gid
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = hide_url_passwords(self.formatException(record.exc_info))
         return encode_text(entry)
 
 

@@ -15,6 +15,7 @@ import orjson
 
 from fastdtm.errors import BadRequest, Invalid, NotAnObject
 from fastdtm.models import Branch, Transaction
+from fastdtm.redaction import Redactor, hide_url_passwords
 
 
 def decode_object(body: bytes) -> dict[str, Any]:
@@ -75,21 +76,25 @@ def go_time(ms: int) -> str:
     return f"{text}{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
-def trans_json(trans: Transaction) -> dict[str, Any]:
-    """A transaction as DTM's `/query` shows it (key order as Go's struct, empty values omitted)."""
+def trans_json(trans: Transaction, redactor: Redactor | None = None) -> dict[str, Any]:
+    """A transaction as DTM's `/query` shows it (key order as Go's struct, empty values omitted); with a
+    `redactor`, without the secrets it masks (header values, URL passwords)."""
+    shown = hide_url_passwords if redactor is not None else _same
     out: dict[str, Any] = {"id": 0, "create_time": go_time(trans.create_ms), "update_time": go_time(trans.update_ms)}
     _put(out, "gid", trans.gid)
     _put(out, "trans_type", str(trans.trans_type))
     _put(out, "status", str(trans.status))
-    _put(out, "query_prepared", trans.query_prepared)
+    _put(out, "query_prepared", shown(trans.query_prepared))
     _put(out, "protocol", trans.protocol)
     if trans.finish_ms:
         out["finish_time"] = go_time(trans.finish_ms)
     if trans.rollback_ms:
         out["rollback_time"] = go_time(trans.rollback_ms)
-    _put(out, "result", trans.result)
-    _put(out, "rollback_reason", trans.rollback_reason)
+    _put(out, "result", shown(trans.result))
+    _put(out, "rollback_reason", shown(trans.rollback_reason))
     options = trans.options.to_json()
+    if redactor is not None:
+        options = redactor.options(options)
     out["options"] = encode_text(options)
     _put(out, "custom_data", trans.custom_data)
     if trans.next_cron_interval_ms:
@@ -100,14 +105,14 @@ def trans_json(trans: Transaction) -> dict[str, Any]:
     return out
 
 
-def branch_json(gid: str, branch: Branch) -> dict[str, Any]:
+def branch_json(gid: str, branch: Branch, redactor: Redactor | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": 0,
         "create_time": go_time(branch.create_ms),
         "update_time": go_time(branch.update_ms or branch.create_ms),
         "gid": gid,
     }
-    _put(out, "url", branch.url)
+    _put(out, "url", hide_url_passwords(branch.url) if redactor is not None else branch.url)
     _put(out, "bin_data", base64.b64encode(branch.data.encode()).decode())
     out["branch_id"] = branch.branch_id
     out["op"] = branch.op
@@ -115,6 +120,10 @@ def branch_json(gid: str, branch: Branch) -> dict[str, Any]:
     if branch.finish_ms:
         out["finish_time"] = go_time(branch.finish_ms)
     return out
+
+
+def _same(text: str) -> str:
+    return text
 
 
 def _put(out: dict[str, Any], key: str, value: str) -> None:

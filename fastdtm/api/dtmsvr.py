@@ -10,8 +10,10 @@ from starlette.routing import Route
 
 from fastdtm import __version__, wire
 from fastdtm.api.http import json_response, read_object, success
+from fastdtm.auth import ROLE_KEY, Role
 from fastdtm.errors import BadRequest, Invalid
 from fastdtm.models import ASCII_DIGITS, MAX_TIME_MS, BranchRequest, TransRequest, parse_gid
+from fastdtm.redaction import Redactor
 from fastdtm.service import Service, new_gid
 from fastdtm.store.base import ListQuery
 
@@ -26,6 +28,15 @@ def _service(request: Request) -> Service:
     # The lifespan state as a plain dict: `request.state` wraps it in a new object at every access.
     service: Service = request.scope["state"]["service"]
     return service
+
+
+def _redactor(request: Request) -> Redactor | None:
+    """How a transaction is shown: its secrets masked, unless an operator asks with `?reveal=1` (the auth
+    layer names the caller's role in the scope; without authentication every caller is an operator)."""
+    if request.query_params.get("reveal") == "1" and request.scope.get(ROLE_KEY, Role.OPERATOR) is Role.OPERATOR:
+        return None
+    redactor: Redactor = request.scope["state"]["redactor"]
+    return redactor
 
 
 async def _trans_request(request: Request) -> TransRequest:
@@ -72,8 +83,12 @@ async def register_branch(request: Request) -> Response:
 
 async def prepare_workflow(request: Request) -> Response:
     trans, branches = await _service(request).prepare_workflow(await _trans_request(request))
+    shown = _redactor(request)
     return json_response(
-        {"transaction": wire.trans_json(trans), "progresses": [wire.branch_json(trans.gid, b) for b in branches]}
+        {
+            "transaction": wire.trans_json(trans, shown),
+            "progresses": [wire.branch_json(trans.gid, b, shown) for b in branches],
+        }
     )
 
 
@@ -95,17 +110,22 @@ async def query(request: Request) -> Response:
     if loaded is None:
         return json_response({"transaction": None, "branches": []})
     trans, branches = loaded
+    shown = _redactor(request)
     return json_response(
-        {"transaction": wire.trans_json(trans), "branches": [wire.branch_json(trans.gid, b) for b in branches]}
+        {
+            "transaction": wire.trans_json(trans, shown),
+            "branches": [wire.branch_json(trans.gid, b, shown) for b in branches],
+        }
     )
 
 
 async def all_transactions(request: Request) -> Response:
     params = request.query_params
     service = _service(request)
+    shown = _redactor(request)
     if gid := params.get("gid"):
         loaded = await service.query(parse_gid(gid))
-        found = [wire.trans_json(loaded[0])] if loaded else []
+        found = [wire.trans_json(loaded[0], shown)] if loaded else []
         return json_response({"transactions": found, "next_position": ""})
     page = await service.list_transactions(
         ListQuery(
@@ -117,7 +137,7 @@ async def all_transactions(request: Request) -> Response:
             create_to_ms=_int_param(params.get("createTimeEnd"), "createTimeEnd", default=0, high=MAX_TIME_MS),
         )
     )
-    transactions = [wire.trans_json(t) for t in page.transactions]
+    transactions = [wire.trans_json(t, shown) for t in page.transactions]
     return json_response({"transactions": transactions, "next_position": page.next_position})
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import missing_toolchain
 from tests.support.mariadb import MariaDBServer
-from tests.support.node import FastdtmNode
+from tests.support.node import FastdtmNode, NodeFactory
 from tests.support.processes import tail
 from tests.support.redis_servers import HOST
 
@@ -23,6 +23,8 @@ GO_FALLBACK = Path("/usr/local/go/bin/go")
 BUILD_TIMEOUT = 900.0  # a cold module cache downloads the SDK and its dependencies
 RUN_TIMEOUT = 120.0
 PARALLEL = "4"
+AUTH_TESTS = "^TestAuth"
+AUTH_TOKEN = "go-sdk-client-token-51e0a7"
 
 # pytest-timeout's 120 s covers fixtures too, and the first test builds the binary.
 pytestmark = pytest.mark.timeout(BUILD_TIMEOUT + RUN_TIMEOUT + 60)
@@ -67,6 +69,10 @@ def go_test_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def run_argv(binary: Path) -> list[str]:
+    return [str(binary), "-test.v", "-test.parallel", PARALLEL, "-test.timeout", f"{RUN_TIMEOUT - 10:.0f}s"]
+
+
 @pytest.fixture
 def redis_addr(request: pytest.FixtureRequest, store_url: str) -> str | None:
     """The standalone Redis the barrier tests keep their balances in; only with a Redis store."""
@@ -87,7 +93,8 @@ def test_go_sdk_suite(
     env.pop("REDIS_ADDR", None)
     if redis_addr is not None:
         env["REDIS_ADDR"] = redis_addr
-    argv = [str(go_test_binary), "-test.v", "-test.parallel", PARALLEL, "-test.timeout", f"{RUN_TIMEOUT - 10:.0f}s"]
+    # The TestAuth* tests need a node with --auth-file: test_go_sdk_with_a_token_in_the_server_url runs them.
+    argv = [*run_argv(go_test_binary), "-test.skip", AUTH_TESTS]
     try:
         ran = subprocess.run(argv, cwd=GO_DIR, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     except subprocess.TimeoutExpired as exc:
@@ -100,3 +107,31 @@ def test_go_sdk_suite(
     # Only the two Redis barrier tests skip (on the embedded store); the MariaDB tests always get their env.
     expected_skips = 0 if redis_addr is not None else 2
     assert len(skipped) == expected_skips, f"unexpected skips: {skipped}\n{tail(output, 100)}"
+
+
+def test_go_sdk_with_a_token_in_the_server_url(go_test_binary: Path, node_factory: NodeFactory, tmp_path: Path) -> None:
+    """A saga and TCCs through `http://app:<token>@host:port/api/dtmsvr` against a node with --auth-file (the
+    check does not depend on the store: the embedded one)."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{AUTH_TOKEN} client\n")
+    tokens.chmod(0o600)
+    node = node_factory(f"sqlite:///{tmp_path / 'fastdtm.db'}", "--auth-file", str(tokens))
+    env = go_env()
+    env["DTM_URL"] = node.dtm.replace("http://", f"http://app:{AUTH_TOKEN}@", 1)
+    ran = subprocess.run(
+        [*run_argv(go_test_binary), "-test.run", AUTH_TESTS],
+        cwd=GO_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+    )
+    output = ran.stdout + ran.stderr
+    assert ran.returncode == 0, f"the Go SDK auth tests failed ({ran.returncode}):\n{tail(output, 200)}"
+    passed = [line.split()[2] for line in output.splitlines() if line.strip().startswith("--- PASS")]
+    assert sorted(passed) == [
+        "TestAuthSagaTokenInServerURL",
+        "TestAuthTccRollbackTokenInServerURL",
+        "TestAuthTccTokenInServerURL",
+    ], output
+    assert AUTH_TOKEN not in node.log_text()

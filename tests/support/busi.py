@@ -47,11 +47,13 @@ class Call:
 
 @dataclass(frozen=True, slots=True)
 class Reply:
-    """What to answer: `body=None` means the default body for the status; `delay` holds the reply back."""
+    """What to answer: `body=None` means the default body for the status; `delay` holds the reply back;
+    `headers` are sent besides Content-Type and Content-Length (a redirect's Location)."""
 
     status: int = 200
     body: str | bytes | None = None
     delay: float = 0.0
+    headers: tuple[tuple[str, str], ...] = ()
 
     def payload(self) -> bytes:
         body = default_body(self.status) if self.body is None else self.body
@@ -216,6 +218,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(reply.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
+        for name, value in reply.headers:
+            self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
 
