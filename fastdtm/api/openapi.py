@@ -17,6 +17,7 @@ from starlette.responses import Response
 from fastdtm import __version__, wire
 from fastdtm.api.dtmsvr import ALL_MAX_LIMIT, MAX_RESET_AHEAD, RESET_CRON_MAX_LIMIT
 from fastdtm.api.kv import DEFAULT_LIMIT as KV_DEFAULT_LIMIT, MAX_LIMIT as KV_MAX_LIMIT
+from fastdtm.auth import ROUTES, Access
 from fastdtm.kinds.msg import MAX_DELAY
 from fastdtm.models import BRANCH_ID_PATTERN, GID_PATTERN, MAX_STEPS, MAX_TIME_MS, OPTION_LIMITS
 from fastdtm.states import BranchStatus, TransStatus, TransType
@@ -37,7 +38,10 @@ ERROR_REPLIES: Final[dict[int, str]] = {
     400: "The body is not JSON, or not a JSON object; or a required query parameter is missing.",
     404: "No transaction (or topic, or subscriber) of that name.",
     409: "The stored state forbids it; the message ends with FAILURE (`dtm_result` FAILURE).",
+    401: "With `--auth-file`: no token, or one the node does not know (docs/security.md).",
+    403: "With `--auth-file`: the token's role may not call this (an operator's route).",
     413: "The body is over the node's `--max-body-bytes`.",
+    415: "A POST whose Content-Type is a browser's simple one (form, multipart, text/plain): not JSON.",
     422: "Well-formed JSON or query, but a field or value is refused; nothing was written.",
     425: "Not finished yet (`dtm_result` ONGOING): `wait_result` and the round did not reach an outcome.",
     500: "The store failed, or the request found a server fault.",
@@ -414,13 +418,18 @@ def _components() -> JsonObject:
     responses: JsonObject = {
         f"E{code}": {"description": meaning, "content": _json(_ref("Error"))} for code, meaning in ERROR_REPLIES.items()
     }
-    return {"schemas": schemas, "responses": responses}
+    schemes: JsonObject = {
+        "bearer": {"type": "http", "scheme": "bearer", "description": "A token of the node's --auth-file."},
+        "basic": {"type": "http", "scheme": "basic", "description": "Any user name, the token as password."},
+    }
+    return {"schemas": schemas, "responses": responses, "securitySchemes": schemes}
 
 
 def document() -> JsonObject:
     """The whole OpenAPI document, built anew (callers may change their copy)."""
     paths: JsonObject = {f"{DTM}{path}": item for path, item in _dtmsvr_paths().items()}
     paths.update(_ops_paths())
+    _secure(paths)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -430,7 +439,25 @@ def document() -> JsonObject:
         },
         "paths": paths,
         "components": _components(),
+        # Optional ({}): authentication is off unless the node has an --auth-file.
+        "security": [{}, {"bearer": []}, {"basic": []}],
     }
+
+
+def _secure(paths: JsonObject) -> None:
+    """The refusals of the authentication gate on each operation: 401 and 403 by the route's access (one
+    table: fastdtm.auth.ROUTES), 415 on every POST but the health checks'."""
+    by_path = {route.replace(":path}", "}"): access for route, access in ROUTES.items()}
+    for path, item in paths.items():
+        access = by_path[path]
+        assert isinstance(item, dict)
+        for method, operation in item.items():
+            assert isinstance(operation, dict) and isinstance(operation["responses"], dict)
+            codes = [] if access is Access.OPEN else [401]
+            codes += [403] if access in (Access.OPERATOR, Access.PER_METHOD) else []
+            codes += [415] if method == "post" and access is not Access.OPEN else []
+            for code in codes:
+                operation["responses"].setdefault(str(code), {"$ref": f"#/components/responses/E{code}"})
 
 
 #: Encoded once: the document is fixed for the process's life.
