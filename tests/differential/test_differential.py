@@ -1,0 +1,63 @@
+"""The differential suite: each scenario runs, as raw HTTP, against Go DTM v1.19.0 and fastdtm at once (each on
+its own flushed Redis, with its own participant scripted the same way), and every coordinator reply, the final
+/query and the participant's ordered calls must match after normalisation, but for the differences
+docs/compatibility.md explains (explained.py)."""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from .compare import differences, fields
+from .coordinators import Side
+from .explained import ALL, KNOWN, accepted_fields, pending_reason
+from .normalise import Normaliser
+from .runner import run
+from .scenario import Scenario
+from .scenarios import SCENARIOS
+
+COMPATIBILITY_DOC = Path(__file__).resolve().parents[2] / "docs" / "compatibility.md"
+pytestmark = [pytest.mark.differential, pytest.mark.slow]
+
+
+def _param(scenario: Scenario) -> object:
+    reason = pending_reason(scenario.id)
+    marks = [pytest.mark.xfail(strict=False, reason=f"pending: {reason}")] if reason else []
+    return pytest.param(scenario, id=scenario.id, marks=marks)
+
+
+@pytest.mark.parametrize("scenario", [_param(s) for s in SCENARIOS])
+def test_scenario(scenario: Scenario, go_side: Side, fastdtm_side: Side) -> None:
+    sides = (go_side, fastdtm_side)
+    for side in sides:
+        side.reset()
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        go, fast = pool.map(lambda side: run(scenario, side), sides)
+    go_fields = fields(scenario, go, Normaliser(go_side.busi.base, go_side.base))
+    fast_fields = fields(scenario, fast, Normaliser(fastdtm_side.busi.base, fastdtm_side.base))
+    found = differences(go_fields, fast_fields)
+    allowed = accepted_fields(scenario.id)
+    unexplained = [difference for difference in found if difference.field not in allowed]
+    if unexplained:
+        report = "\n".join(difference.report() for difference in unexplained)
+        pytest.fail(f"{scenario.id}: {len(unexplained)} unexplained difference(s)\n{report}", pytrace=False)
+
+
+def test_scenario_ids_are_unique() -> None:
+    ids = [scenario.id for scenario in SCENARIOS]
+    assert len(ids) == len(set(ids))
+    assert len(ids) >= 60
+
+
+def test_explained_rows_exist_in_the_doc() -> None:
+    doc = COMPATIBILITY_DOC.read_text()
+    first_cells = {match.group(1).strip() for match in re.finditer(r"^\|([^|]*)\|", doc, re.MULTILINE)}
+    ids = {scenario.id for scenario in SCENARIOS}
+    for entry in KNOWN:
+        assert entry.scenario == ALL or entry.scenario in ids, entry
+        assert (entry.doc_row is None) != (entry.pending is None), f"a doc row or a pending reason: {entry}"
+        if entry.doc_row is not None:
+            assert any(cell.startswith(entry.doc_row) for cell in first_cells), f"no row {entry.doc_row!r}: {entry}"
