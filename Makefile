@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 
 PROFILE ?= short
 
-.PHONY: run run-redis test test-resilience lint typecheck unit bench bench-saga bench-scale clean
+.PHONY: run run-redis test test-differential test-resilience lint typecheck unit bench bench-saga bench-scale clean
 
 # Run a fastdtm node at :36789 on the embedded store (./fastdtm.db): nothing else to install.
 run: $(STAMP)
@@ -25,6 +25,13 @@ test: $(STAMP) lint typecheck
 	./scripts/ensure-mariadb.sh
 	./scripts/warm-interop.sh
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The same raw-HTTP scenarios against Go DTM v1.19.0 and fastdtm, replies compared (tests/differential; also part
+# of make test). Builds Go DTM first if it is missing; without go the suite skips (fails under CI=true).
+test-differential: $(STAMP)
+	./scripts/ensure-redis.sh
+	PATH="$$PATH:/usr/local/go/bin" ./scripts/install-go-dtm.sh || echo "Go DTM not installed: tests/differential skips"
+	$(BIN)/pytest tests/differential $(PYTEST_ARGS)
 
 # Transfers through 3 nodes on a 3+3 Redis Cluster under node kills and Redis failovers (PROFILE=short|long).
 test-resilience: $(STAMP)
