@@ -446,7 +446,9 @@ class _Runner:
         self._reschedule(result.outcome, moved=status is not None)
         if result.outcome is not Outcome.SUCCESS:
             self.last_error = result
-            log.info("branch %s %s: %s", call.branch_id, call.op, result.detail, extra={"gid": rnd.trans.gid})
+            log.info(
+                "branch %s %s %s: %s", call.branch_id, call.op, call.url, result.detail, extra={"gid": rnd.trans.gid}
+            )
             if self.engine.alerter is not None:
                 retries = retry_count(self.schedule.interval_ms, self.reset_ms)
                 self.engine.alerter.branch_failing(rnd.trans.gid, rnd.trans.status, call.url, result.detail, retries)

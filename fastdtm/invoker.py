@@ -19,12 +19,18 @@ from fastdtm.branch_http import HttpClient
 from fastdtm.kinds.base import Call
 from fastdtm.models import Transaction
 from fastdtm.records import record
-from fastdtm.states import Outcome
+from fastdtm.states import Op, Outcome, TransType
 
 log = logging.getLogger(__name__)
 
 #: Bytes of a reply body kept for reasons and logs.
 _DETAIL_LIMIT = 1000
+#: DTM's words, before the reply, for a branch reply it does not take as an outcome (a status other than
+#: 200, 409 or 425, a network error; FAILURE outside a saga's action): SDKs show them under `wait_result`.
+UNKNOWN_RESULT: Final = (
+    "your http/grpc result should be specified as in:\nhttp://d.dtm.pub/practice/arch.html#proto\n"
+    "unkown result will be retried: "
+)
 _JSON: Final[Mapping[str, str]] = {"Content-Type": "application/json"}
 
 
@@ -89,7 +95,20 @@ class Invoker:
             )
         except OSError as exc:
             # Connection refused, reset, DNS, timeout: the branch may or may not have run; retry.
-            return CallResult(Outcome.ERROR, f"url:{call.url} error: {type(exc).__name__}: {exc}")
+            return CallResult(Outcome.ERROR, f"{UNKNOWN_RESULT}url:{call.url} error: {type(exc).__name__}: {exc}")
         body = raw.decode(errors="replace")
         outcome = classify(status, body)
-        return CallResult(outcome, f"url:{call.url} return {status}: {body[:_DETAIL_LIMIT]}")
+        return CallResult(outcome, detail(outcome, body[:_DETAIL_LIMIT], trans, call))
+
+
+def detail(outcome: Outcome, body: str, trans: Transaction, call: Call) -> str:
+    """What a reply says, in DTM's words: the rollback reason of a saga whose action failed, the message of a
+    `wait_result` reply."""
+    if outcome is Outcome.ONGOING:
+        return "ONGOING"
+    if outcome is Outcome.FAILURE:
+        failure = f"{body.removesuffix(' FAILURE')} FAILURE"
+        if trans.trans_type is TransType.SAGA and call.op == Op.ACTION:
+            return f"url:{call.url} return failed: {failure}"
+        return UNKNOWN_RESULT + failure
+    return UNKNOWN_RESULT + body

@@ -290,7 +290,7 @@ class Service:
         for _ in range(5):
             trans, _ = await self._load(gid)
             if trans.status in TERMINAL:
-                raise Conflict(f"current status '{trans.status}', cannot forceStop.")
+                raise Conflict(f"global transaction force stop error. status: {trans.status}. error: FAILURE")
             try:
                 await self._change(trans, TransStatus.FAILED, "")
                 return

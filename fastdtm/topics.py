@@ -8,8 +8,9 @@ thin out instead of colliding in lock step. There is no per-node cache: every ca
 topics are shared by every node (DTM keeps an in-memory map refreshed by a loop and serves deleted
 topics until restart; its quirk 5).
 
-Errors keep DTM's texts at the front of the message (`empty topic`, `this url exists`, `no such a topic`,
-...), with fastdtm's status codes: bad input 422, a duplicate url 409, an unknown topic or url 404.
+Errors are DTM's texts (`empty topic`, `this url exists`, `no such a topic`, `storage: NotFound`, ...):
+SDKs and people read them. Their status codes are fastdtm's, where DTM answers 500 for a caller's mistake:
+bad input 422, a duplicate url 409, an unknown topic or url 404 (docs/compatibility.md).
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ ATTEMPTS: Final = 20
 #: Upper bound of the random pause after the n-th lost attempt: min(cap, base * 2**n) ms.
 BACKOFF_BASE_MS: Final = 2
 BACKOFF_CAP_MS: Final = 100
+
+
+#: What DTM says when a topic to delete is not there (its storage layer's error, word for word).
+STORAGE_NOT_FOUND: Final = "storage: NotFound"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +81,7 @@ class Topics:
 
     async def delete(self, topic: str) -> None:
         if not await self.kv.delete(CAT, check_topic(topic)):
-            raise NotFound(f"no such a topic: '{topic}'")
+            raise NotFound(STORAGE_NOT_FOUND)
 
     async def subscribers(self, topic: str) -> list[str]:
         """The URLs subscribed to `topic`, in subscription order; [] if the topic is unknown or empty."""
@@ -124,7 +129,7 @@ def check_remark(remark: str) -> str:
 def with_subscriber(topic: str, current: list[Subscriber] | None, new: Subscriber) -> list[Subscriber]:
     current = current or []
     if any(s.url == new.url for s in current):
-        raise Conflict(f"this url exists: '{new.url}' already subscribes to topic '{topic}'.")
+        raise Conflict("this url exists")
     if len(current) >= MAX_SUBSCRIBERS:
         raise Conflict(f"topic '{topic}' has {len(current)} subscribers: at most {MAX_SUBSCRIBERS}.")
     return [*current, new]
@@ -132,12 +137,12 @@ def with_subscriber(topic: str, current: list[Subscriber] | None, new: Subscribe
 
 def without_url(topic: str, current: list[Subscriber] | None, url: str) -> list[Subscriber]:
     if current is None:
-        raise NotFound(f"no such a topic: '{topic}'")
+        raise NotFound("no such a topic")
     if not current:
-        raise NotFound(f"this topic is empty: '{topic}' has no subscriber.")
+        raise NotFound("this topic is empty")
     kept = [s for s in current if s.url != url]
     if len(kept) == len(current):
-        raise NotFound(f"no such an url: '{url}' does not subscribe to topic '{topic}'.")
+        raise NotFound("no such an url ")  # DTM's text, trailing space included
     return kept
 
 

@@ -125,8 +125,9 @@ async def all_transactions(request: Request) -> Response:
     shown = _redactor(request)
     if gid := params.get("gid"):
         loaded = await service.query(parse_gid(gid))
-        found = [wire.trans_json(loaded[0], shown)] if loaded else []
-        return json_response({"transactions": found, "next_position": ""})
+        # DTM's reply to a gid: null when unknown, and the position given echoed back.
+        found = [wire.trans_json(loaded[0], shown)] if loaded else None
+        return json_response({"transactions": found, "next_position": params.get("position", "")})
     page = await service.list_transactions(
         ListQuery(
             limit=_int_param(params.get("limit"), "limit", default=100, low=1, high=ALL_MAX_LIMIT),

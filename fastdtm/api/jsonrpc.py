@@ -60,6 +60,10 @@ METHODS: Final[Mapping[str, Method]] = {
 }
 
 
+#: Never mutated: encoded as `{}`.
+_ERROR_RESULT: Final[Mapping[str, Any]] = {}
+
+
 def _code(exc: Exception) -> int:
     if isinstance(exc, Conflict):
         return -32901
@@ -92,7 +96,7 @@ async def json_rpc(request: Request) -> Response:
     rpc_id, name, params = envelope
     method = METHODS.get(name)
     if method is None:
-        return _reply(rpc_id, code=-32601, message=f"method not found: {name[:100]!r}")
+        return _reply(rpc_id, code=-32601, message=f"Method not found: {name[:100]}")
     if not grants(role, RPC_METHODS[name]):
         message = f"forbidden: a {role.value} token may not call {name}; it needs an operator token"
         return _refused(rpc_id, 403, FORBIDDEN, message)
@@ -100,10 +104,12 @@ async def json_rpc(request: Request) -> Response:
         return _reply(rpc_id, code=-32602, message="params must be an object")
     try:
         return _reply(rpc_id, await method(request.state.service, params))
+    # A method's error comes with `"result": {}`, as DTM's (it puts the Go error value there, which
+    # encodes as an empty object); an envelope's error with null.
     except ApiError as exc:
-        return _reply(rpc_id, code=_code(exc), message=exc.message)
+        return _reply(rpc_id, _ERROR_RESULT, code=_code(exc), message=exc.message)
     except StoreError as exc:
-        return _reply(rpc_id, code=-32603, message=f"store error: {exc}")
+        return _reply(rpc_id, _ERROR_RESULT, code=-32603, message=f"store error: {exc}")
 
 
 async def _envelope(request: Request) -> tuple[str, str, Any] | Response:

@@ -56,7 +56,7 @@ class Msg(NoRegistration):
             # A topic fans out to its subscribers as they are now: 01-01, 01-02, ... (01 if just one).
             urls = topics.get(topic) or []
             if not urls:
-                raise Invalid(f"topic not found: no subscriber for topic '{topic}'.")
+                raise Invalid("topic not found")  # DTM's text
             if len(branches) + len(urls) > MAX_BRANCHES:
                 raise Invalid(f"a msg has at most {MAX_BRANCHES} branches, its topics' subscribers included.")
             for j, sub in enumerate(urls):
@@ -76,7 +76,7 @@ class Msg(NoRegistration):
         if outcome is Outcome.SUCCESS:
             return Step(status=TransStatus.SUBMITTED)
         if outcome is Outcome.FAILURE:
-            return Step(status=TransStatus.FAILED, reason="query_prepared returned FAILURE")
+            return Step(status=TransStatus.FAILED)  # no rollback reason, as DTM
         trans = rnd.trans
         if CHECK_BACK in rnd.attempts or not trans.query_prepared or not is_timed_out(rnd, default_applies=True):
             return Step()

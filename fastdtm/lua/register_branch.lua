@@ -42,7 +42,8 @@ for i = 4, #ARGV, 3 do
   redis.call('RPUSH', KEYS[2], ARGV[i])
   redis.call('HSET', KEYS[1], ARGV[i + 1], '1')
   if ARGV[i + 2] ~= 'prepared' then
-    redis.call('HSET', KEYS[1], 's' .. index, ARGV[i + 2] .. ' ' .. now_ms)
+    -- No finish time, as DTM: the client reports a result, the coordinator did not finish anything.
+    redis.call('HSET', KEYS[1], 's' .. index, ARGV[i + 2] .. ' 0')
   end
   index = index + 1
 end

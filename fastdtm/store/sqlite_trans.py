@@ -188,8 +188,8 @@ def register_branch(
     if duplicate := _first_duplicate(branches, _registered(conn, gid, branches)):
         return ("DUPLICATE", duplicate)
     start = count
-    # As the script: a branch registered with a result gets it stamped with now_ms.
-    stamped = [b if b.status is BranchStatus.PREPARED else b.with_status(b.status, now_ms) for b in branches]
+    # As the script: a branch registered with a result keeps it, with no finish time (DTM's way).
+    stamped = [b if b.status is BranchStatus.PREPARED else b.with_status(b.status, 0) for b in branches]
     conn.executemany(
         f"INSERT INTO branch ({_BRANCH_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", _rows(gid, start, stamped)
     )
