@@ -17,7 +17,6 @@
 set -euo pipefail
 
 VERSION="v1.19.0"
-PROXY="https://proxy.golang.org"  # the Go module proxy (GOPROXY's default, without its "direct" fallback)
 root="$(cd "$(dirname "$0")/.." && pwd)"
 prefix="$root/.tools/go-dtm"
 bin="$prefix/bin/dtm"
@@ -31,6 +30,14 @@ if [ -x "$bin" ] && "$bin" -v >/dev/null 2>&1; then
 fi
 if ! command -v go >/dev/null 2>&1; then
   echo "go is missing: install Go >= 1.22 (https://go.dev/dl/) to build Go DTM $VERSION." >&2
+  exit 1
+fi
+
+# The module proxy Go is configured with (`go env GOPROXY`): its first entry that is a proxy, without the
+# "direct" or "off" fallbacks (nothing is fetched from VCS hosts).
+PROXY="$(go env GOPROXY | tr ',|' '\n\n' | grep -v -x -e direct -e off -e '' | head -n 1 || true)"
+if [ -z "$PROXY" ]; then
+  echo "go env GOPROXY names no module proxy (only direct/off): set GOPROXY to build Go DTM $VERSION." >&2
   exit 1
 fi
 

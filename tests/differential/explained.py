@@ -3,9 +3,8 @@ a compared field (`reply N`, `query`, `query N`, `calls`, or "*") and, when only
 objects in it differs, that `key` (then the key is left out on both sides and the rest is still compared).
 
 `doc_row` cites the docs/compatibility.md row that explains the difference, by the first words of its first
-cell; test_differential.py checks every cited row exists. An entry without a `doc_row` has a `pending` reason
-instead: a difference being fixed in fastdtm (issue 15) or reported and not yet decided. A pending entry
-without a `key` marks its scenario xfail (not strict) until the fix lands."""
+cell; test_differential.py checks every cited row exists. `pending` is for work in progress only (an entry
+without a doc row, marking its scenario xfail): the suite refuses to pass while one is left."""
 
 from __future__ import annotations
 
@@ -33,33 +32,23 @@ DUPLICATE_ROW = "`registerBranch` with a repeated"
 WF_NO_STATUS_ROW = "workflow `submit` without"
 WF_FINISH_ROW = "finishing a workflow (Redis)"
 
-# Being fixed in fastdtm (issue 15, the lead's list).
-NEXT_CRON = "next_cron_time kept on finished transactions"
-TOPIC_TEXTS = "topic error texts and statuses (docs rows to come with the fix)"
-JSON_RPC_ERRORS = "JSON-RPC error replies (wording, result)"
-SAGA_REASON = "saga rollback reason / wait_result 409 message"
-MSG_CHECK_FAILURE = "msg check-back FAILURE stores no rollback_reason in DTM"
-FORCE_STOP_FAILED = "forceStop of a finished transaction: text"
-ALL_UNKNOWN = "/all?gid=<unknown> gives {transactions: null}"
-WF_FINISH_TIME = "workflow progresses' finish_time"
-TCC_CONFIRM_500 = "TCC confirm 500 under wait_result: message"
-# Found by this suite, reported to the lead, not explained in docs/compatibility.md yet.
-CRON_WAIT_RESULT = (
-    "new, reported: Go DTM stores wait_result=true once a cron round or a wait_result submit processed it"
-)
-SUBMIT_OPTIONS = "new, reported: Go DTM stores the options of a wait_result submit of a prepared tcc/xa (`options`)"
-BRANCH_TIMES = "new, reported: Go DTM's Redis store keeps registered branches' create_time/update_time null"
-RESET_INTERVAL = "new, reported: next_cron_interval after a success that follows a backoff or a check-back"
+TOPIC_ROW = "topic errors"
+JSON_RPC_ROW = "JSON-RPC envelope errors"
+NEXT_CRON_ROW = "`next_cron_time` of a finished transaction"
+WAIT_RESULT_ROW = "`wait_result` of a stored transaction"
+SUBMIT_OPTIONS_ROW = "a `wait_result` submit of a prepared"
+BRANCH_TIMES_ROW = "registered branches"
+RESET_INTERVAL_ROW = "`next_cron_interval` after a success"
 
 KNOWN: tuple[Known, ...] = (
     # Go DTM's Redis store shows the saga/msg `steps` and `payloads` in the transaction object.
     Known(ALL, ALL, QUERY_ROW, key="steps"),
     Known(ALL, ALL, QUERY_ROW, key="payloads"),
-    Known(ALL, ALL, key="next_cron_time", pending=NEXT_CRON),
-    Known(ALL, ALL, key="wait_result", pending=CRON_WAIT_RESULT),
-    Known(ALL, ALL, key="next_cron_interval", pending=RESET_INTERVAL),
-    Known(ALL, ALL, key="branch:create_time", pending=BRANCH_TIMES),
-    Known(ALL, ALL, key="branch:update_time", pending=BRANCH_TIMES),
+    Known(ALL, ALL, NEXT_CRON_ROW, key="next_cron_time"),
+    Known(ALL, ALL, WAIT_RESULT_ROW, key="wait_result"),
+    Known(ALL, ALL, RESET_INTERVAL_ROW, key="next_cron_interval"),
+    Known(ALL, ALL, BRANCH_TIMES_ROW, key="branch:create_time"),
+    Known(ALL, ALL, BRANCH_TIMES_ROW, key="branch:update_time"),
     Known("saga-resubmit-succeeded", "reply 2", MESSAGES_ROW),
     Known("msg-submit-after-abort", "reply 3", MESSAGES_ROW),
     Known("tcc-register-duplicate", "reply 4", DUPLICATE_ROW),
@@ -81,23 +70,23 @@ KNOWN: tuple[Known, ...] = (
     Known("bad-trans-type", "reply 1", BAD_BODY_ROW),
     Known("bad-register-non-string", "reply 2", BAD_BODY_ROW),
     Known("bad-register-unknown-type", "reply 2", BAD_BODY_ROW),
-    Known("topic-subscribe-twice", ALL, pending=TOPIC_TEXTS),
-    Known("topic-subscribe-empty-topic", ALL, pending=TOPIC_TEXTS),
-    Known("topic-subscribe-empty-url", ALL, pending=TOPIC_TEXTS),
-    Known("topic-unsubscribe-unknown-url", ALL, pending=TOPIC_TEXTS),
-    Known("topic-unsubscribe-unknown-topic", ALL, pending=TOPIC_TEXTS),
-    Known("topic-delete-missing", ALL, pending=TOPIC_TEXTS),
-    Known("topic-msg-unknown-topic", ALL, pending=TOPIC_TEXTS),
-    Known("rpc-bad-version", ALL, pending=JSON_RPC_ERRORS),
-    Known("rpc-empty-id", ALL, pending=JSON_RPC_ERRORS),
-    Known("rpc-invalid-json", ALL, pending=JSON_RPC_ERRORS),
+    Known("topic-subscribe-twice", ALL, TOPIC_ROW),
+    Known("topic-subscribe-empty-topic", ALL, TOPIC_ROW),
+    Known("topic-subscribe-empty-url", ALL, TOPIC_ROW),
+    Known("topic-unsubscribe-unknown-url", ALL, TOPIC_ROW),
+    Known("topic-unsubscribe-unknown-topic", ALL, TOPIC_ROW),
+    Known("topic-delete-missing", ALL, TOPIC_ROW),
+    Known("topic-msg-unknown-topic", ALL, TOPIC_ROW),
+    Known("rpc-bad-version", ALL, JSON_RPC_ROW),
+    Known("rpc-empty-id", ALL, JSON_RPC_ROW),
+    Known("rpc-invalid-json", ALL, JSON_RPC_ROW),
     Known("wf-submit-succeed", "reply 4", WF_FINISH_ROW),
     Known("wf-submit-failed", "reply 5", WF_FINISH_ROW),
-    Known("bad-abort-submitted-tcc", "query", pending=SUBMIT_OPTIONS),
-    Known("tcc-submit-wait-result", "query", pending=SUBMIT_OPTIONS),
-    Known("tcc-register-after-submit", "query", pending=SUBMIT_OPTIONS),
-    Known("tcc-abort-after-submit", "query", pending=SUBMIT_OPTIONS),
-    Known("xa-submit-wait-result", "query", pending=SUBMIT_OPTIONS),
+    Known("bad-abort-submitted-tcc", "query", SUBMIT_OPTIONS_ROW),
+    Known("tcc-submit-wait-result", "query", SUBMIT_OPTIONS_ROW),
+    Known("tcc-register-after-submit", "query", SUBMIT_OPTIONS_ROW),
+    Known("tcc-abort-after-submit", "query", SUBMIT_OPTIONS_ROW),
+    Known("xa-submit-wait-result", "query", SUBMIT_OPTIONS_ROW),
 )
 
 

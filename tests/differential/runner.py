@@ -18,6 +18,8 @@ from .coordinators import Side
 from .scenario import Request, Scenario, Script, Sleep, Step, WaitCalls, WaitStatus
 
 CLIENT_TIMEOUT = 20.0
+#: How long a finished transaction's `/query` must stay the same to count as settled.
+SETTLE_S = 0.3
 
 
 @dataclass
@@ -90,12 +92,21 @@ def _send(client: httpx.Client, step: Request, templates: Templates) -> httpx.Re
 
 
 def _wait_status(client: httpx.Client, gid: str, statuses: tuple[str, ...], timeout: float) -> None:
+    """Until the status is one of `statuses` and the whole `/query` reply stays the same for SETTLE_S: Go DTM's
+    Redis store writes branch results from a background goroutine after the call (docs/compatibility.md,
+    "when a branch result is stored"), so its status can be final before its branches are."""
     deadline = time.monotonic() + timeout
+    seen: Any = None
     while time.monotonic() < deadline:
         with contextlib.suppress(httpx.HTTPError, ValueError, AttributeError):
-            transaction = client.get("/api/dtmsvr/query", params={"gid": gid}).json().get("transaction")
+            reply = client.get("/api/dtmsvr/query", params={"gid": gid}).json()
+            transaction = reply.get("transaction")
             if isinstance(transaction, dict) and transaction.get("status") in statuses:
-                return
+                if reply == seen:
+                    return
+                seen = reply
+                time.sleep(SETTLE_S)
+                continue
         time.sleep(0.1)
 
 
