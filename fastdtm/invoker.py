@@ -104,6 +104,8 @@ class Invoker:
 def detail(outcome: Outcome, body: str, trans: Transaction, call: Call) -> str:
     """What a reply says, in DTM's words: the rollback reason of a saga whose action failed, the message of a
     `wait_result` reply."""
+    if outcome is Outcome.SUCCESS:
+        return ""  # nothing to explain
     if outcome is Outcome.ONGOING:
         return "ONGOING"
     if outcome is Outcome.FAILURE:

@@ -43,7 +43,7 @@ async def appends_in_order_and_loads_back(subject: Subject) -> None:
         assert (loaded[0].status, loaded[0].update_ms) == ("prepared", now + 3)
 
 
-async def a_registered_result_is_stamped_with_now(subject: Subject) -> None:
+async def a_registered_result_has_no_finish_time(subject: Subject) -> None:
     now = wall_ms()
     async with subject.open() as store:
         await store.create(trans("g1", now, TransStatus.PREPARED, TransType.WORKFLOW), [])
@@ -55,11 +55,12 @@ async def a_registered_result_is_stamped_with_now(subject: Subject) -> None:
 
         loaded = await store.load("g1")
         assert loaded is not None
-        # As the script: the result's time is the registration's now, not what the branch carried.
+        # As DTM: the client reports a result, the coordinator finished nothing: no finish time, whatever the
+        # branch carried (and no update time but its creation's).
         assert loaded[1] == [
-            done,
+            done.with_status(BranchStatus.SUCCEED, 0),
             as_loaded(Branch("03", "x", "", "", now)),
-            failed.with_status(BranchStatus.FAILED, now + 7),
+            failed.with_status(BranchStatus.FAILED, 0),
         ]
 
 
@@ -133,7 +134,7 @@ async def the_status_is_checked_before_duplicates(subject: Subject) -> None:
 
 CHECKS = (
     appends_in_order_and_loads_back,
-    a_registered_result_is_stamped_with_now,
+    a_registered_result_has_no_finish_time,
     a_missing_transaction_is_not_found,
     another_type_is_refused_before_the_status,
     not_prepared_is_stale_with_the_status,
