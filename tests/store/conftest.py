@@ -4,15 +4,16 @@ Redis and Redis Cluster (the Redis ones use the suite's servers, flushed first, 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from fastdtm.store.embedded import EmbeddedStore
+from tests.conftest import start_or_give_up
 from tests.store.contract.support import FINISHED_TTL_MS, Subject
 from tests.store.subjects import EmbeddedSubject, RedisSubject
-from tests.support.redis_servers import RedisTarget
+from tests.support.redis_servers import RedisCluster, RedisTarget
 
 SUBJECTS = [
     pytest.param("embedded", id="embedded"),
@@ -28,6 +29,22 @@ def subject(request: pytest.FixtureRequest, tmp_path: Path) -> Subject:
     backend: RedisTarget = request.getfixturevalue("redis_standalone" if request.param == "redis" else "redis_cluster")
     backend.flush()
     return RedisSubject(backend.url)
+
+
+@pytest.fixture(scope="module")
+def replicated_cluster() -> Iterator[RedisCluster]:
+    """A private 3 masters + 3 replicas cluster for one module's fault tests (they kill and freeze its nodes, so
+    it cannot be the suite's shared one)."""
+    with start_or_give_up(lambda: RedisCluster(replicas=1)) as started:
+        yield started
+
+
+@pytest.fixture
+def cluster(replicated_cluster: RedisCluster) -> Iterator[RedisCluster]:
+    """`replicated_cluster`, emptied for the test and healed after it (nodes resumed, restarted, in sync)."""
+    replicated_cluster.flush()
+    yield replicated_cluster
+    replicated_cluster.heal()
 
 
 @pytest.fixture

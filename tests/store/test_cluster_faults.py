@@ -2,14 +2,14 @@
 (issue 13), on a private 3 masters + 3 replicas cluster: a manual failover, `kill -9` of a master and the
 promotion of its replica, a restart that comes back without the script cache, a slot migration in progress
 (ASK, TRYAGAIN), a map read while slots had no owner yet, a frozen replica during a failover, a frozen master
-until its replica takes over. Each test heals the cluster after itself."""
+until its replica takes over. Each test gets it emptied and healed (`cluster` in tests/store/conftest.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Final
 
 import pytest
@@ -28,22 +28,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 TOUCHED: Final = Script("lease_renew")
 #: Long enough for a promotion (node-timeout 2 s, then an election) inside one command's retries.
 PATIENT: Final = Timeouts(retry=15.0)
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisCluster]:
-    try:
-        started = RedisCluster(replicas=1)
-    except RedisUnavailable as exc:
-        missing_toolchain(str(exc))
-    with started:
-        yield started
-
-
-@pytest.fixture(autouse=True)
-def healed(cluster: RedisCluster) -> Iterator[None]:
-    yield
-    cluster.heal()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Final
 
 import pytest
@@ -17,31 +17,13 @@ import redis
 from fastdtm.sharding import slot_of
 from fastdtm.store.redis_client import Cluster, connect
 from fastdtm.store.resp import NotReplicated, Timeouts
-from tests.conftest import missing_toolchain
-from tests.support.redis_servers import Address, RedisCluster, RedisUnavailable
+from tests.support.redis_servers import Address, RedisCluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 INCR: Final = "return redis.call('INCR', KEYS[1])"
 INCR_SHA: Final = hashlib.sha1(INCR.encode()).hexdigest()
 WRITES: Final = 200
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[RedisCluster]:
-    try:
-        started = RedisCluster(replicas=1)
-    except RedisUnavailable as exc:
-        missing_toolchain(str(exc))
-    with started:
-        yield started
-
-
-@pytest.fixture(autouse=True)
-def healed(cluster: RedisCluster) -> Iterator[None]:
-    cluster.flush()
-    yield
-    cluster.heal()
 
 
 async def client_for(cluster: RedisCluster, replicas: int) -> Cluster:
