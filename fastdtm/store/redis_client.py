@@ -244,16 +244,22 @@ class Cluster(_Client):
             refresh = self._refresh()
             if not self._mapped:
                 await asyncio.shield(refresh)  # no map at all yet: nothing to go on meanwhile
-        node = self._slots[slot_of(key)] if key is not None else next((n for n in self._slots if n), None)
+        node = self._lookup(key)
         if node is None:
             # A slot nobody serves yet (a cluster being set up, a master lost without replica): read the map
             # again before giving up; the caller's retries come back here.
             self._stale = True
             await asyncio.shield(self._refresh())
-            node = self._slots[slot_of(key)] if key is not None else next((n for n in self._slots if n), None)
+            node = self._lookup(key)
             if node is None:
                 raise NotSent(f"redis cluster: no master serves the slot of {key!r}")
         return node
+
+    def _lookup(self, key: str | None) -> Node | None:
+        """The map's master for `key` (any master for None), if it has one."""
+        if key is not None:
+            return self._slots[slot_of(key)]
+        return next((node for node in self._slots if node is not None), None)
 
     # --- commands ---
 
