@@ -54,12 +54,29 @@ def run(scenario: Scenario, side: Side) -> Transcript:
         for step in scenario.steps:
             _run_step(step, client, side, templates, transcript)
         time.sleep(scenario.settle)
-        for gid in (scenario.gid, *(templates.fill(extra) for extra in scenario.extra_gids)):
+        gids = [scenario.gid, *(templates.fill(extra) for extra in scenario.extra_gids)]
+        _settle(client, side, set(gids))
+        for gid in gids:
             response = client.get("/api/dtmsvr/query", params={"gid": gid})
             transcript.queries[gid] = _body(response)
-    gids = {scenario.gid, *(templates.fill(extra) for extra in scenario.extra_gids)}
-    transcript.calls = [_call_record(call) for call in side.busi.calls() if _gid_of(call) in gids]
+    transcript.calls = [_call_record(call) for call in side.busi.calls() if _gid_of(call) in set(gids)]
     return transcript
+
+
+def _settle(client: httpx.Client, side: Side, gids: set[str], timeout: float = 5.0) -> None:
+    """Until the scenario's `/query` replies and the participant's calls stay the same for SETTLE_S: what is
+    compared must not be a snapshot of a round still running on one side."""
+    deadline = time.monotonic() + timeout
+    seen: Any = None
+    while time.monotonic() < deadline:
+        now = (
+            [client.get("/api/dtmsvr/query", params={"gid": gid}).text for gid in sorted(gids)],
+            sum(1 for call in side.busi.calls() if _gid_of(call) in gids),
+        )
+        if now == seen:
+            return
+        seen = now
+        time.sleep(SETTLE_S)
 
 
 def _run_step(step: Step, client: httpx.Client, side: Side, templates: Templates, transcript: Transcript) -> None:
