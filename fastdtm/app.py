@@ -34,6 +34,7 @@ from fastdtm.branch_policy import BranchPolicy
 from fastdtm.clock import SystemClock
 from fastdtm.config import Settings
 from fastdtm.cron import Cron
+from fastdtm.drain import Drain
 from fastdtm.engine import Engine
 from fastdtm.errors import ApiError, StoreError
 from fastdtm.invoker import Invoker
@@ -67,6 +68,7 @@ class State(TypedDict):
     topics: Topics
     metrics: Metrics
     redactor: Redactor
+    drain: Drain
 
 
 async def build_store(settings: Settings, metrics: Metrics) -> tuple[Store, KV]:
@@ -181,8 +183,11 @@ def create_app(settings: Settings) -> DirectRoutes:
         engine = Engine(store, invoker, policy, clock, metrics, alerter, max_clock_skew_ms=skew_ms)
         cron = Cron(store, engine, settings, clock, metrics)
         cron.start()
+        drain = Drain(settings.drain_timeout)
+        drain.on_begin(cron.leave)
         _tune_collector()
         gate.watch_sighup()
+        drain.watch_signals()
         try:
             service = Service(store, engine, clock, policy, topics, branch_urls)
             yield {
@@ -193,11 +198,17 @@ def create_app(settings: Settings) -> DirectRoutes:
                 "topics": topics,
                 "metrics": metrics,
                 "redactor": Redactor.from_setting(settings.redact_headers),
+                "drain": drain,
             }
         finally:
+            # uvicorn has stopped serving (after SIGTERM: its requests done or cut off at the drain timeout).
+            drain.unwatch_signals()
             gate.unwatch_sighup()
-            await cron.stop()
-            await engine.close()
+            drain.begin()
+            deadline = drain.deadline()
+            # The engine first: it marks itself closing before any round is cancelled, so every round cut
+            # short hands its transaction back, the cron's included.
+            await asyncio.gather(engine.close(deadline), cron.stop(deadline))
             await http.close()
             await alert_http.close()
             await store.close()

@@ -97,6 +97,12 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
         float,
         "an idle keep-alive connection is closed after this, seconds (default 5)",
     ),
+    "--drain-timeout": (
+        "drain_timeout",
+        float,
+        "on SIGTERM, how long requests and rounds may take to finish before they are cut short and the "
+        "rounds handed back; shard leases are released at once, seconds (default 10)",
+    ),
     "--branch-max-reply-bytes": (
         "branch_max_reply_bytes",
         int,
@@ -206,6 +212,8 @@ def serve(settings: Settings) -> int:
         # arguments (client address, quoted path) before the level check drops it.
         "access_log": False,
         "timeout_keep_alive": settings.keep_alive_timeout,
+        # Requests still running this long after SIGTERM are cancelled (the lifespan then stops the rounds).
+        "timeout_graceful_shutdown": settings.drain_timeout,
         **_https(settings),
     }
     if settings.workers == 1:

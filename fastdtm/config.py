@@ -67,6 +67,8 @@ _MINIMUM: Final[Mapping[str, int]] = {
     # 0: a command that was not run fails at once instead of being sent again.
     "redis_retry_time": 0,
     "redis_wait_replicas": 0,
+    # 0: a stopping node cuts its requests and rounds short at once (handing the rounds back).
+    "drain_timeout": 0,
 }
 _RANGES: Final[Mapping[str, tuple[int, int]]] = {"shards": (1, 16384), "claim_batch": (1, 1000)}
 
@@ -133,6 +135,9 @@ class Settings:
     #: A request's body must all be in this long after its headers: else 408 (if nothing was answered yet)
     #: and the connection is closed.
     body_timeout: float = 30.0
+    #: On SIGTERM, how long a node lets its requests and rounds finish before it cuts them short and hands the
+    #: rounds back (docs/deploy.md, "Stopping"); its leases are released at once.
+    drain_timeout: float = 10.0
     #: An idle keep-alive connection is closed after this long (uvicorn's `timeout_keep_alive`).
     keep_alive_timeout: float = 5.0
     #: Bytes read of a branch's reply body (and of its headers): a longer reply is classified on what was

@@ -30,6 +30,11 @@ from fastdtm.ticker import Ticker
 
 log = logging.getLogger(__name__)
 
+#: How long a stopping node tries to release its leases and leave the node list.
+HAND_OVER_TIMEOUT = 5.0
+#: How long cancelled rounds get to hand their transactions back (one store write each).
+HAND_BACK_TIMEOUT = 3.0
+
 
 def rendezvous_owner(shard: int, nodes: Sequence[str]) -> str:
     """The node with the highest hash for this shard: stable, and minimal movement on change."""
@@ -54,6 +59,7 @@ class Cron:
         self._rounds: set[asyncio.Task[None]] = set()
         self._renew_faults = FaultLog(log, "lease renewals", unit="shards")
         self._move_faults = FaultLog(log, "lease moves", unit="shards")
+        self._leaving: asyncio.Task[None] | None = None
         self._tickers = [
             Ticker("cron-membership", settings.node_heartbeat, self.membership),
             Ticker("cron-renew", settings.lease_renew, self.renew),
@@ -68,24 +74,37 @@ class Cron:
         for ticker in self._tickers:
             ticker.start()
 
-    async def stop(self) -> None:
+    def leave(self) -> asyncio.Task[None]:
+        """Stop claiming and hand the shards over (the drain's first step); rounds running go on. Idempotent."""
+        if self._leaving is None:
+            self._leaving = asyncio.get_running_loop().create_task(self._leave(), name="cron-leave")
+        return self._leaving
+
+    async def _leave(self) -> None:
         for ticker in self._tickers:
             await ticker.stop()
-        if self._rounds:
-            await asyncio.wait(set(self._rounds), timeout=5)
-        for task in self._rounds:
-            task.cancel()
-        if self._rounds:
-            await asyncio.wait(set(self._rounds), timeout=1)
-        # Hand the shards over now instead of making the others wait for the TTL; bounded, because
-        # a node stopping while Redis is unreachable must still stop.
+        # Now, not when the leases expire: the other nodes claim this node's due work within a tick. Bounded,
+        # because a node stopping while Redis is unreachable must still stop.
         hand_over = asyncio.get_running_loop().create_task(self._hand_over(sorted(self.owned)))
-        _, unfinished = await asyncio.wait({hand_over}, timeout=5)
+        _, unfinished = await asyncio.wait({hand_over}, timeout=HAND_OVER_TIMEOUT)
         if unfinished:
             hand_over.cancel()
             log.warning("could not hand the shards over in time; they move when their leases expire")
         self.owned.clear()
         self.metrics.leases_held(0)
+
+    async def stop(self, deadline: float | None = None) -> None:
+        """Leave, let running rounds finish until `deadline` (time.monotonic(); default: 5 s from now), then
+        cancel the rest: each hands its transaction back as it stops (Engine)."""
+        await self.leave()
+        if deadline is None:
+            deadline = time.monotonic() + 5
+        if self._rounds:
+            await asyncio.wait(set(self._rounds), timeout=max(0.0, deadline - time.monotonic()))
+        for task in self._rounds:
+            task.cancel()
+        if self._rounds:
+            await asyncio.wait(set(self._rounds), timeout=HAND_BACK_TIMEOUT)
 
     async def _hand_over(self, shards: list[int]) -> None:
         released = await asyncio.gather(
@@ -156,7 +175,7 @@ class Cron:
     async def poll(self) -> None:
         """Claim due transactions of every owned shard, as many as there is room for."""
         room = self.settings.cron_concurrency - len(self._rounds)
-        if room <= 0 or not self.owned:
+        if room <= 0 or not self.owned or self._leaving is not None:
             return
         now = self.clock.now_ms()
         until = now + int(self.settings.retry_interval * 1000)

@@ -68,6 +68,8 @@ _LOCAL_SUCCESS = CallResult(Outcome.SUCCESS, "empty url")
 #: Writes a round tries in a row to prove its hold before a call (each one's reply came after the fence it
 #: set: a store slower than the hold is long); then it stops, and the cron resumes the transaction.
 HOLD_PROOF_ATTEMPTS = 3
+#: How long a round cut short by a stopping node may take to hand its transaction back (one write).
+HAND_BACK_TIMEOUT = 2.0
 
 
 @dataclass(slots=True)
@@ -124,6 +126,8 @@ class Engine:
         #: gids with a round running on this node: the cron does not start a second one here.
         self._active: set[str] = set()
         self._background: set[asyncio.Task[None]] = set()
+        #: True once the node stops: a round cancelled from then on hands its transaction back.
+        self.closing = False
 
     def hold_ms(self, interval_ms: int) -> int:
         """How long a round's write holds the transaction: its retry interval (also when the cron would
@@ -271,14 +275,18 @@ class Engine:
                 # Stopped before its first write (the caller reports the failure): nothing stored.
                 stored.set_exception(StoreError(f"transaction '{gid}' was not stored"))
 
-    async def close(self, grace: float = 5.0) -> None:
-        """Let background rounds finish for a while, then cancel them (the cron resumes them)."""
+    async def close(self, deadline: float | None = None) -> None:
+        """Let background rounds finish until `deadline` (time.monotonic(); default: 5 s from now), then
+        cancel the rest; each hands its transaction back as it stops (`_Runner.run`)."""
+        self.closing = True
+        if deadline is None:
+            deadline = time.monotonic() + 5
         if self._background:
-            _, pending = await asyncio.wait(set(self._background), timeout=grace)
+            _, pending = await asyncio.wait(set(self._background), timeout=max(0.0, deadline - time.monotonic()))
             for task in pending:
                 task.cancel()
             if pending:
-                await asyncio.wait(pending, timeout=1)
+                await asyncio.wait(pending, timeout=HAND_BACK_TIMEOUT)
 
 
 class _Runner:
@@ -304,6 +312,8 @@ class _Runner:
         #: When the round last wrote (or began), in ms.
         self.written_ms = now
         self.tasks: dict[asyncio.Task[CallResult], Call] = {}
+        #: A call awaited alone was cancelled mid-way (the node is stopping).
+        self.cut_off_call = False
         self.last_error: CallResult | None = None
         self.loop = asyncio.get_running_loop()
 
@@ -314,10 +324,32 @@ class _Runner:
             # Another writer (forceStop, another round) moved the transaction first: stand down.
             log.info("round stopped: %s", exc, extra={"gid": self.rnd.trans.gid})
             completed = False
+        except asyncio.CancelledError:
+            if self.engine.closing and self.created:
+                await self._hand_back()
+            raise
         finally:
             for task in self.tasks:
                 task.cancel()
         return RoundResult(self.rnd.trans, self.last_error, completed)
+
+    async def _hand_back(self) -> None:
+        """The node is stopping and cut this round short: write what it learnt and release the hold, the
+        transaction due again at once, so another node's cron resumes it within a tick instead of when the
+        hold ends. With a branch call cut off mid-way it is due when that call would have timed out, so the
+        branch is not called twice at the same time. Best effort: if the write fails, the hold ends as usual."""
+        calling = bool(self.tasks) or self.cut_off_call
+        for task in self.tasks:
+            task.cancel()
+        now = self.engine.clock.now_ms()
+        timeout_ms = int(1000 * (self.rnd.trans.options.request_timeout or self.engine.invoker.default_timeout))
+        self.schedule.next_cron_ms = now + (timeout_ms if calling else 0)
+        try:
+            await asyncio.wait_for(self._flush(final=True), HAND_BACK_TIMEOUT)
+        except (StoreError, TimeoutError) as exc:
+            log.info("could not hand the round back (%s): it resumes when its hold ends", exc)
+        else:
+            log.info("round cut short by the stop: handed back", extra={"gid": self.rnd.trans.gid})
 
     async def _loop(self) -> bool:
         while True:
@@ -412,6 +444,9 @@ class _Runner:
         except NotSent:
             self._not_sent(call)
             return
+        except asyncio.CancelledError:
+            self.cut_off_call = True  # it may still run at the branch: see _hand_back
+            raise
         finally:
             running.discard(call.index)
         self.rnd.now_ms = self.engine.clock.now_ms()

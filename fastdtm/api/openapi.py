@@ -225,7 +225,7 @@ def _kv_paths() -> JsonObject:
 def _ops_paths() -> JsonObject:
     pong = _operation("DTM's liveness check.", (), {"type": "object", "properties": {"msg": {"const": "pong"}}})
     status: JsonObject = {"type": "object", "properties": {"status": {"type": "string"}, "message": {"type": "string"}}}
-    ready = _operation("Ready when the store answers.", (503,), status)
+    ready = _operation("Ready when the store answers and the node is not stopping (draining).", (503,), status)
     metrics = _operation("This process's counters, in Prometheus's text format.", (), {"type": "string"}, "text/plain")
     rpc: JsonObject = {"required": True, "content": _json(_ref("JsonRpcRequest"))}
     return {

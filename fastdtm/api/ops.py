@@ -8,6 +8,7 @@ from starlette.routing import Route
 
 from fastdtm.api.http import json_response
 from fastdtm.api.openapi import openapi_json
+from fastdtm.drain import Drain
 from fastdtm.errors import StoreError
 from fastdtm.metrics import Metrics
 from fastdtm.store.base import Store
@@ -23,7 +24,11 @@ async def live(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    """Ready when the store answers: a load balancer should not send work a node cannot record."""
+    """Ready when the store answers and the node is not stopping: a load balancer should not send work a
+    node cannot record, nor to one that is leaving."""
+    drain: Drain = request.state.drain
+    if drain.draining:
+        return json_response({"status": "draining", "message": "the node is stopping"}, 503)
     store: Store = request.state.store
     try:
         await store.ping()

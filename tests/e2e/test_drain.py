@@ -1,0 +1,134 @@
+"""A node stops gracefully on SIGTERM, as Kubernetes stops a pod (issue 16, item 3): it releases its shard
+leases at once, lets the rounds it runs finish within `--drain-timeout`, hands back any it must cut short
+(due again at once, or when a call cut off mid-way would have timed out), and exits well within the grace
+period. The timings these tests print are the ones docs/deploy.md ("Stopping") quotes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+from redis.cluster import RedisCluster
+
+from tests.e2e.test_recovery import lease_holders, sync_client, wait_for
+from tests.support.busi import BusiServer, Call, Reply
+from tests.support.node import FastdtmNode, NodeFactory, query, wait_status
+
+pytestmark = pytest.mark.parametrize("redis_url", ["redis"], indirect=True)
+
+
+@pytest.fixture
+def store(redis_url: str) -> Iterator[redis.Redis | RedisCluster]:
+    client = sync_client(redis_url)
+    yield client
+    client.close()
+
+
+def submit_saga(node: FastdtmNode, busi: BusiServer, gid: str) -> None:
+    body = {
+        "gid": gid,
+        "trans_type": "saga",
+        "steps": [{"action": busi.url("/slow"), "compensate": busi.url("/undo")}],
+        "payloads": ["{}"],
+    }
+    reply = httpx.post(f"{node.dtm}/submit", json=body, timeout=5)
+    assert reply.status_code == 200, reply.text
+
+
+def sigterm(node: FastdtmNode) -> float:
+    os.kill(node.pid, signal.SIGTERM)
+    return time.monotonic()
+
+
+def wait_exit(node: FastdtmNode, timeout: float) -> float:
+    """Wait for a clean exit: the whole shutdown done, then (as uvicorn does) the process ends by the signal."""
+    wait_for(lambda: not node.alive(), timeout, f"node still running:\n{node.log_text()[-3000:]}")
+    exited = time.monotonic()
+    assert node.returncode in (0, -signal.SIGTERM), node.log_text()[-3000:]
+    assert "Application shutdown complete" in node.log_text(), node.log_text()[-3000:]
+    return exited
+
+
+def test_sigterm_releases_the_leases_at_once_and_lets_the_running_round_finish(
+    node_factory: NodeFactory, redis_url: str, busi: BusiServer, store: redis.Redis | RedisCluster
+) -> None:
+    # A retry interval far longer than the test: a transaction finishes here only by a round that ran on.
+    leaving = node_factory(redis_url, "--retry-interval", "60", env={"FASTDTM_NODE_ID": "leaving"})
+    staying = node_factory(redis_url, "--retry-interval", "60", env={"FASTDTM_NODE_ID": "staying"})
+    wait_for(lambda: lease_holders(store)["leaving"] > 0, 10, "the two nodes share the shards")
+    started = threading.Event()
+
+    def slow(call: Call) -> Reply:
+        started.set()
+        return Reply(200, delay=2.0)
+
+    busi.on("/slow", slow)
+    submit_saga(leaving, busi, "drain-finish")
+    assert started.wait(5)
+    signalled = sigterm(leaving)
+
+    wait_for(lambda: lease_holders(store)["leaving"] == 0, 3, "the stopping node released its leases")
+    released = time.monotonic() - signalled
+    wait_for(lambda: lease_holders(store)["staying"] == 256, 5, "the other node took every shard")
+    taken = time.monotonic() - signalled
+    exited = wait_exit(leaving, 10) - signalled
+
+    # The round was not cut short: the branch's 2 s reply was recorded by the stopping node itself.
+    assert query(staying, "drain-finish")["transaction"]["status"] == "succeed"
+    assert len(busi.calls("/slow")) == 1
+    assert "draining" in leaving.log_text()
+    assert released < 1.5 and exited < 4.0, (released, exited)
+    print(f"\nSIGTERM -> leases released {released:.2f} s, all shards elsewhere {taken:.2f} s, exit {exited:.2f} s")
+
+
+def test_a_round_cut_short_by_the_drain_timeout_is_handed_back(
+    node_factory: NodeFactory, redis_url: str, busi: BusiServer, store: redis.Redis | RedisCluster
+) -> None:
+    # Holds last the retry interval (60 s): without the hand-back the other node would wait that long.
+    args = ("--retry-interval", "60", "--request-timeout", "2", "--drain-timeout", "0.5")
+    leaving = node_factory(redis_url, *args, env={"FASTDTM_NODE_ID": "leaving"})
+    staying = node_factory(redis_url, *args, env={"FASTDTM_NODE_ID": "staying"})
+    wait_for(lambda: lease_holders(store)["leaving"] > 0, 10, "the two nodes share the shards")
+    started = threading.Event()
+
+    def slow_once(call: Call) -> Reply:
+        started.set()
+        return Reply(200, delay=1.5 if len(busi.calls("/slow")) == 1 else 0.0)
+
+    busi.on("/slow", slow_once)
+    submit_saga(leaving, busi, "drain-cut")
+    assert started.wait(5)
+    signalled = sigterm(leaving)
+    exited = wait_exit(leaving, 6) - signalled
+
+    reply = wait_status(staying, "drain-cut", {"succeed"}, timeout=10)
+    finished = time.monotonic() - signalled
+    assert "handed back" in leaving.log_text(), leaving.log_text()[-3000:]
+    # Due again when the call cut off would have timed out (2 s), not when the 60 s hold would have ended;
+    # and not before: the branch is not called twice at once.
+    calls = busi.calls("/slow")
+    assert len(calls) == 2 and calls[1].at - calls[0].at >= 2.0, [c.at for c in calls]
+    assert exited < 3.5 and finished < 8.0, (exited, finished)
+    assert reply["transaction"]["status"] == "succeed"
+    print(f"\nSIGTERM -> exit {exited:.2f} s (drain timeout 0.5 s), finished by the other node {finished:.2f} s")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_node_stops_promptly_with_nothing_running(
+    node_factory: NodeFactory, redis_url: str, store: redis.Redis | RedisCluster, workers: int
+) -> None:
+    node = node_factory(redis_url, "--workers", str(workers))
+    wait_for(lambda: lease_holders(store)["-"] == 0, 10, "the shards are owned")
+    signalled = sigterm(node)
+    exited = wait_exit(node, 5) - signalled
+    assert exited < 2.0, exited
+    # Each worker process is a node of its own, and each one drained.
+    assert node.log_text().count("SIGTERM: draining") == workers, node.log_text()[-3000:]
+    assert lease_holders(store)["-"] == 256  # every lease released, none left to expire
+    print(f"\nidle node, {workers} worker(s): SIGTERM -> exit {exited:.2f} s")
