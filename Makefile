@@ -7,7 +7,8 @@ BENCH_STAMP := $(VENV)/.bench-installed
 
 PROFILE ?= short
 
-.PHONY: run run-redis test test-differential test-resilience lint typecheck unit bench bench-saga bench-scale clean
+.PHONY: run run-redis test test-differential test-resilience lint typecheck unit bench bench-saga bench-scale clean \
+	image k8s-validate k8s-e2e
 
 # Run a fastdtm node at :36789 on the embedded store (./fastdtm.db): nothing else to install.
 run: $(STAMP)
@@ -62,6 +63,21 @@ bench-scale: $(BENCH_STAMP)
 bench-saga: $(STAMP)
 	./scripts/ensure-redis.sh
 	$(BIN)/python bench/saga_bench.py $(ARGS)
+
+# The container image fastdtm:latest (Dockerfile), checked (non-root, read-only root, serves), and saved to
+# .tools/images/fastdtm.tar. Starts a private Docker engine when none answers (docs/deploy.md).
+image: $(STAMP)
+	./scripts/k8s/image.sh
+
+# Every k8s/ overlay rendered, then a server-side dry run on a real kube-apiserver + etcd on loopback, in a
+# namespace at Pod Security `restricted`; known-bad manifests must be refused. In CI.
+k8s-validate:
+	./scripts/k8s/validate.sh
+
+# The image on a real control plane + 3 kubelets with containerd on loopback: probes, a saga, NotReady while
+# Redis is down, drain on delete and a rolling update under load, a PodDisruptionBudget (about 6 minutes).
+k8s-e2e: $(STAMP)
+	./scripts/k8s/e2e.sh
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
