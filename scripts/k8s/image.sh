@@ -24,7 +24,14 @@ say() { echo "image: $*" >&2; }
 die() { say "$*"; exit 1; }
 since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'; }
 mb() { awk -v n="$1" 'BEGIN { printf "%.0f MB", n / 1000000 }'; }
-cleanup() { docker rm -f "$CHECK_NAME" >/dev/null 2>&1 || true; }
+# An engine this run had to start is stopped at the end (by its pid), unless KEEP_ENGINE=1: `make image` leaves
+# nothing running. Its data dir stays, so the next build starts warm.
+ENGINE_WAS_UP=0
+scripts/k8s/docker-engine.sh status >/dev/null 2>&1 && ENGINE_WAS_UP=1
+cleanup() {
+  docker rm -f "$CHECK_NAME" >/dev/null 2>&1 || true
+  if [ "$ENGINE_WAS_UP" = 0 ] && [ "${KEEP_ENGINE:-0}" != 1 ]; then scripts/k8s/docker-engine.sh stop >&2 || true; fi
+}
 trap cleanup EXIT
 
 PY=.venv/bin/python

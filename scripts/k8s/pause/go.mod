@@ -1,0 +1,3 @@
+module fastdtm.local/k8s-pause
+
+go 1.21
