@@ -653,16 +653,21 @@ running_tasks() {
 # Stop the nodes: all kubelets; then the pods' containers through their containerd (SIGTERM to every process,
 # up to STOP_TIMEOUT for all of them, then the tasks are deleted, i.e. SIGKILL), their shims by pid, the
 # containerds; then whatever is left in the cluster's cgroups; unmount; remove the cgroups; restore sysctls.
-do_stop_nodes() {
-  local i n t k pids=() ids left shims=()
+stop_node_daemons() {
+  local name="$1" i pids=()
   for i in $(known_nodes); do
-    pid_of "$(node_dir "$i")/kubelet.pid" kubelet >/dev/null && pids+=("$(cat "$(node_dir "$i")/kubelet.pid")")
+    pid_of "$(node_dir "$i")/$name.pid" "$name" >/dev/null && pids+=("$(cat "$(node_dir "$i")/$name.pid")")
   done
   if [ ${#pids[@]} -gt 0 ]; then
-    stop_pids kubelet "${pids[@]}"
-    log "stopped kubelet(s) (pid ${pids[*]})"
+    stop_pids "$name" "${pids[@]}"
+    log "stopped $name(s) (pid ${pids[*]})"
   fi
-  for i in $(known_nodes); do rm -f "$(node_dir "$i")/kubelet.pid"; done
+  for i in $(known_nodes); do rm -f "$(node_dir "$i")/$name.pid"; done
+}
+
+do_stop_nodes() {
+  local i n t k ids left shims=()
+  stop_node_daemons kubelet
   for i in $(known_nodes); do
     for t in $(running_tasks "$i"); do ctr_n "$i" tasks kill -a -s SIGTERM "$t" >/dev/null 2>&1 || true; done
   done
@@ -686,15 +691,7 @@ do_stop_nodes() {
     log "stopping containerd shim(s) (pid ${shims[*]})"
     stop_pids containerd-shim "${shims[@]}"
   fi
-  pids=()
-  for i in $(known_nodes); do
-    pid_of "$(node_dir "$i")/containerd.pid" containerd >/dev/null && pids+=("$(cat "$(node_dir "$i")/containerd.pid")")
-  done
-  if [ ${#pids[@]} -gt 0 ]; then
-    stop_pids containerd "${pids[@]}"
-    log "stopped containerd(s) (pid ${pids[*]})"
-  fi
-  for i in $(known_nodes); do rm -f "$(node_dir "$i")/containerd.pid"; done
+  stop_node_daemons containerd
   # Pod processes whose shim died before they did.
   left="$(cgroup_pids | tr '\n' ' ')"
   # shellcheck disable=SC2086
