@@ -59,8 +59,9 @@ def test_sigterm_releases_the_leases_at_once_and_lets_the_running_round_finish(
     node_factory: NodeFactory, redis_url: str, busi: BusiServer, store: redis.Redis | RedisCluster
 ) -> None:
     # A retry interval far longer than the test: a transaction finishes here only by a round that ran on.
-    leaving = node_factory(redis_url, "--retry-interval", "60", env={"FASTDTM_NODE_ID": "leaving"})
-    staying = node_factory(redis_url, "--retry-interval", "60", env={"FASTDTM_NODE_ID": "staying"})
+    args = ("--retry-interval", "60", "--drain-timeout", "10")
+    leaving = node_factory(redis_url, *args, env={"FASTDTM_NODE_ID": "leaving"})
+    staying = node_factory(redis_url, *args, env={"FASTDTM_NODE_ID": "staying"})
     wait_for(lambda: lease_holders(store)["leaving"] > 0, 10, "the two nodes share the shards")
     started = threading.Event()
 
