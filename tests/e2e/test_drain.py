@@ -19,8 +19,10 @@ from redis.cluster import RedisCluster
 from tests.e2e.test_recovery import lease_holders, sync_client, wait_for
 from tests.support.busi import BusiServer, Call, Reply
 from tests.support.node import FastdtmNode, NodeFactory, query, wait_status
+from tests.support.redis_servers import RedisServer
 
-pytestmark = pytest.mark.parametrize("redis_url", ["redis"], indirect=True)
+#: Standalone Redis is enough: the drain is the same on every Redis store.
+ON_REDIS = pytest.mark.parametrize("redis_url", ["redis"], indirect=True)
 
 
 @pytest.fixture
@@ -55,6 +57,7 @@ def wait_exit(node: FastdtmNode, timeout: float) -> float:
     return exited
 
 
+@ON_REDIS
 def test_sigterm_releases_the_leases_at_once_and_lets_the_running_round_finish(
     node_factory: NodeFactory, redis_url: str, busi: BusiServer, store: redis.Redis | RedisCluster
 ) -> None:
@@ -88,6 +91,7 @@ def test_sigterm_releases_the_leases_at_once_and_lets_the_running_round_finish(
     print(f"\nSIGTERM -> leases released {released:.2f} s, all shards elsewhere {taken:.2f} s, exit {exited:.2f} s")
 
 
+@ON_REDIS
 def test_a_round_cut_short_by_the_drain_timeout_is_handed_back(
     node_factory: NodeFactory, redis_url: str, busi: BusiServer, store: redis.Redis | RedisCluster
 ) -> None:
@@ -120,6 +124,7 @@ def test_a_round_cut_short_by_the_drain_timeout_is_handed_back(
     print(f"\nSIGTERM -> exit {exited:.2f} s (drain timeout 0.5 s), finished by the other node {finished:.2f} s")
 
 
+@ON_REDIS
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_node_stops_promptly_with_nothing_running(
     node_factory: NodeFactory, redis_url: str, store: redis.Redis | RedisCluster, workers: int
@@ -133,3 +138,34 @@ def test_a_node_stops_promptly_with_nothing_running(
     assert node.log_text().count("SIGTERM: draining") == workers, node.log_text()[-3000:]
     assert lease_holders(store)["-"] == 256  # every lease released, none left to expire
     print(f"\nidle node, {workers} worker(s): SIGTERM -> exit {exited:.2f} s")
+
+
+@pytest.mark.parametrize("fault", ["killed", "frozen"])
+def test_a_node_stops_within_its_grace_period_when_redis_is_gone(
+    node_factory: NodeFactory, busi: BusiServer, fault: str
+) -> None:
+    """The drain's every store call is bounded: with Redis dead (connections refused) or frozen (nothing
+    answers), a node with a round running still exits well within Kubernetes' grace period (30 s)."""
+    with RedisServer() as server:
+        node = node_factory(server.url, "--retry-interval", "60", "--redis-reply-timeout", "30")
+        started = threading.Event()
+
+        def slow(call: Call) -> Reply:
+            started.set()
+            return Reply(200, delay=1.0)
+
+        busi.on("/slow", slow)
+        submit_saga(node, busi, f"drain-{fault}")
+        assert started.wait(5)
+        if fault == "killed":
+            server.kill()
+        else:
+            server.pause()
+        try:
+            signalled = sigterm(node)
+            exited = wait_exit(node, 25) - signalled
+        finally:
+            server.resume()
+    # drain timeout (2 s in tests) + hand-back (<= 3 s) + lease release (<= 5 s), far from 30 s.
+    assert exited < 12.0, exited
+    print(f"\nRedis {fault}: SIGTERM -> exit {exited:.2f} s")
