@@ -34,7 +34,7 @@ from fastdtm.branch_policy import BranchPolicy
 from fastdtm.clock import SystemClock
 from fastdtm.config import Settings
 from fastdtm.cron import Cron
-from fastdtm.drain import Drain
+from fastdtm.drain import Drain, end_by_signal
 from fastdtm.engine import Engine
 from fastdtm.errors import ApiError, StoreError
 from fastdtm.invoker import Invoker
@@ -128,8 +128,7 @@ def _signals_end_the_wait(url: str) -> Iterator[None]:
 
     def stop(signum: int, frame: FrameType | None) -> None:
         log.warning("%s while waiting for the store %s: stopping", signal.Signals(signum).name, url)
-        signal.signal(signum, signal.SIG_DFL)
-        signal.raise_signal(signum)
+        end_by_signal(signum)
 
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 import time
@@ -83,7 +84,16 @@ class Drain:
         elif previous == signal.SIG_DFL or previous is None:
             # Nobody else listens (the app runs without uvicorn's handlers): the signal's own action.
             self.unwatch_signals()
-            signal.raise_signal(signum)
+            end_by_signal(signum)
+
+
+def end_by_signal(signum: int) -> None:
+    """End the process as the signal's default action would. As PID 1 (a container's entrypoint) the kernel
+    ignores a signal whose action is the default, so the process would run on until SIGKILL: exit then with
+    the status a shell reports for that signal (128 + its number)."""
+    signal.signal(signum, signal.SIG_DFL)
+    signal.raise_signal(signum)
+    os._exit(128 + signum)
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

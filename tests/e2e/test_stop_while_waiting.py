@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -57,3 +58,33 @@ def test_a_node_waiting_for_its_store_stops_on_a_signal(tmp_path: Path, workers:
     else:
         # uvicorn's supervisor stops on the signal, with SIGTERM to each worker, which says why it ends.
         assert log.count("SIGTERM while waiting for the store") == workers, log
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0, reason="needs unshare and root")
+@pytest.mark.parametrize("phase", ["waiting", "serving"])
+def test_as_pid_1_a_node_stops_on_sigterm(tmp_path: Path, phase: str) -> None:
+    """A container's entrypoint is PID 1, for which the kernel ignores any signal left to its default action:
+    a node waiting for its store that re-raised SIGTERM ran on until the kubelet's SIGKILL (seen with the
+    image). Here the node is PID 1 of a PID namespace of its own, as in a container."""
+    if phase == "waiting":
+        store = f"redis://{HOST}:{free_port()}/0"  # nothing listens: the node waits for its store
+        marker = "start-up waits: the store"
+    else:
+        store = f"sqlite:///{tmp_path / 'fastdtm.db'}"
+        marker = "Application startup complete"
+    argv = ["unshare", "--pid", "--fork", "--kill-child", *DEFAULT_COMMAND, "serve", "--store", store]
+    argv += ["--host", HOST, "--port", str(free_port())]
+    process = LoggedProcess(argv, log_path=tmp_path / "node.log", cwd=tmp_path, env=node_env())
+    try:
+        wait_for(lambda: marker in process.log_text(), f"not started:\n{process.log_tail()}", 20)
+        pid_1 = children(process.pid)
+        assert len(pid_1) == 1, pid_1
+        started = time.monotonic()
+        os.kill(pid_1[0], signal.SIGTERM)
+        wait_for(lambda: not process.alive(), f"still running 5 s after SIGTERM:\n{process.log_tail()}", 5)
+        took = time.monotonic() - started
+    finally:
+        process.kill()
+    # unshare passes on the child's status: 128 + SIGTERM when it ended waiting, 0 after a graceful stop.
+    assert process.returncode == (128 + signal.SIGTERM if phase == "waiting" else 0), process.log_tail()
+    assert took < 3.0, took
