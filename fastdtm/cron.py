@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 from fastdtm.clock import Clock
 from fastdtm.config import Settings
+from fastdtm.drain import finish_or_cancel
 from fastdtm.engine import Engine
 from fastdtm.errors import StoreError
 from fastdtm.log_throttle import FaultLog
@@ -32,8 +33,6 @@ log = logging.getLogger(__name__)
 
 #: How long a stopping node tries to release its leases and leave the node list.
 HAND_OVER_TIMEOUT = 5.0
-#: How long cancelled rounds get to hand their transactions back (one store write each).
-HAND_BACK_TIMEOUT = 3.0
 
 
 def rendezvous_owner(shard: int, nodes: Sequence[str]) -> str:
@@ -93,18 +92,11 @@ class Cron:
         self.owned.clear()
         self.metrics.leases_held(0)
 
-    async def stop(self, deadline: float | None = None) -> None:
-        """Leave, let running rounds finish until `deadline` (time.monotonic(); default: 5 s from now), then
-        cancel the rest: each hands its transaction back as it stops (Engine)."""
+    async def stop(self, deadline: float) -> None:
+        """Leave, let running rounds finish until `deadline` (time.monotonic()), then cancel the rest: each
+        hands its transaction back as it stops (Engine)."""
         await self.leave()
-        if deadline is None:
-            deadline = time.monotonic() + 5
-        if self._rounds:
-            await asyncio.wait(set(self._rounds), timeout=max(0.0, deadline - time.monotonic()))
-        for task in self._rounds:
-            task.cancel()
-        if self._rounds:
-            await asyncio.wait(set(self._rounds), timeout=HAND_BACK_TIMEOUT)
+        await finish_or_cancel(self._rounds, deadline)
 
     async def _hand_over(self, shards: list[int]) -> None:
         released = await asyncio.gather(

@@ -26,6 +26,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: How long a round cut short by the drain may take to hand its transaction back (one store write).
+HAND_BACK_TIMEOUT = 2.0
 
 
 class Drain:
@@ -85,6 +87,17 @@ class Drain:
             # Nobody else listens (the app runs without uvicorn's handlers): the signal's own action.
             self.unwatch_signals()
             end_by_signal(signum)
+
+
+async def finish_or_cancel(tasks: set[asyncio.Task[None]], deadline: float) -> None:
+    """Let `tasks` (rounds) finish until `deadline` (time.monotonic()), then cancel the rest and give them
+    time to hand their transactions back (a second longer than the write itself may take)."""
+    if tasks:
+        _, pending = await asyncio.wait(set(tasks), timeout=max(0.0, deadline - time.monotonic()))
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=HAND_BACK_TIMEOUT + 1)
 
 
 def end_by_signal(signum: int) -> None:

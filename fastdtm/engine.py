@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from fastdtm.alerts import Alerter, retry_count
 from fastdtm.branch_http import NotSent
 from fastdtm.clock import Clock
+from fastdtm.drain import HAND_BACK_TIMEOUT, finish_or_cancel
 from fastdtm.errors import AlreadyExists, Fenced, Held, Stale, StoreError, TransNotFound
 from fastdtm.invoker import CallResult, Invoker
 from fastdtm.kinds import kind_for
@@ -68,8 +69,6 @@ _LOCAL_SUCCESS = CallResult(Outcome.SUCCESS, "empty url")
 #: Writes a round tries in a row to prove its hold before a call (each one's reply came after the fence it
 #: set: a store slower than the hold is long); then it stops, and the cron resumes the transaction.
 HOLD_PROOF_ATTEMPTS = 3
-#: How long a round cut short by a stopping node may take to hand its transaction back (one write).
-HAND_BACK_TIMEOUT = 2.0
 
 
 @dataclass(slots=True)
@@ -275,18 +274,11 @@ class Engine:
                 # Stopped before its first write (the caller reports the failure): nothing stored.
                 stored.set_exception(StoreError(f"transaction '{gid}' was not stored"))
 
-    async def close(self, deadline: float | None = None) -> None:
-        """Let background rounds finish until `deadline` (time.monotonic(); default: 5 s from now), then
-        cancel the rest; each hands its transaction back as it stops (`_Runner.run`)."""
+    async def close(self, deadline: float) -> None:
+        """Let background rounds finish until `deadline` (time.monotonic()), then cancel the rest; each hands
+        its transaction back as it stops (`_Runner.run`)."""
         self.closing = True
-        if deadline is None:
-            deadline = time.monotonic() + 5
-        if self._background:
-            _, pending = await asyncio.wait(set(self._background), timeout=max(0.0, deadline - time.monotonic()))
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=HAND_BACK_TIMEOUT)
+        await finish_or_cancel(self._background, deadline)
 
 
 class _Runner:
@@ -342,8 +334,8 @@ class _Runner:
         for task in self.tasks:
             task.cancel()
         now = self.engine.clock.now_ms()
-        timeout_ms = int(1000 * (self.rnd.trans.options.request_timeout or self.engine.invoker.default_timeout))
-        self.schedule.next_cron_ms = now + (timeout_ms if calling else 0)
+        timeout_ms = int(1000 * self.engine.invoker.timeout(self.rnd.trans)) if calling else 0
+        self.schedule.next_cron_ms = now + timeout_ms
         try:
             await asyncio.wait_for(self._flush(final=True), HAND_BACK_TIMEOUT)
         except (StoreError, TimeoutError) as exc:

@@ -81,10 +81,14 @@ class Invoker:
         self.http = http
         self.default_timeout = default_timeout
 
+    def timeout(self, trans: Transaction) -> float:
+        """Seconds one branch call of `trans` may take: its own request_timeout, else the node's."""
+        return trans.options.request_timeout or self.default_timeout
+
     async def call(self, trans: Transaction, call: Call, send_by: float | None = None) -> CallResult:
         """Make the call; raises branch_http.NotSent, having sent nothing, if `send_by` (loop time) has passed
         when the request would be written."""
-        timeout = trans.options.request_timeout or self.default_timeout
+        timeout = self.timeout(trans)
         url = branch_url(call.url, trans, call)
         method = "POST" if call.data or call.post else "GET"
         # surrogateescape: a workflow input may be any bytes (see kinds/workflow.py).

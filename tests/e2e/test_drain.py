@@ -43,6 +43,29 @@ def submit_saga(node: FastdtmNode, busi: BusiServer, gid: str) -> None:
     assert reply.status_code == 200, reply.text
 
 
+def slow_branch(busi: BusiServer, delay: float, *, only_first: bool = False) -> threading.Event:
+    """/slow answers after `delay` (its first call only, with only_first); the event is set by the first call."""
+    called = threading.Event()
+
+    def reply(call: Call) -> Reply:
+        called.set()
+        late = not only_first or len(busi.calls("/slow")) == 1
+        return Reply(200, delay=delay if late else 0.0)
+
+    busi.on("/slow", reply)
+    return called
+
+
+def two_nodes(
+    node_factory: NodeFactory, redis_url: str, store: redis.Redis | RedisCluster, *args: str
+) -> tuple[FastdtmNode, FastdtmNode]:
+    """A node that will be stopped and one that stays, sharing the shards."""
+    leaving = node_factory(redis_url, *args, env={"FASTDTM_NODE_ID": "leaving"})
+    staying = node_factory(redis_url, *args, env={"FASTDTM_NODE_ID": "staying"})
+    wait_for(lambda: lease_holders(store)["leaving"] > 0, 10, "the two nodes share the shards")
+    return leaving, staying
+
+
 def sigterm(node: FastdtmNode) -> float:
     os.kill(node.pid, signal.SIGTERM)
     return time.monotonic()
@@ -62,17 +85,8 @@ def test_sigterm_releases_the_leases_at_once_and_lets_the_running_round_finish(
     node_factory: NodeFactory, redis_url: str, busi: BusiServer, store: redis.Redis | RedisCluster
 ) -> None:
     # A retry interval far longer than the test: a transaction finishes here only by a round that ran on.
-    args = ("--retry-interval", "60", "--drain-timeout", "10")
-    leaving = node_factory(redis_url, *args, env={"FASTDTM_NODE_ID": "leaving"})
-    staying = node_factory(redis_url, *args, env={"FASTDTM_NODE_ID": "staying"})
-    wait_for(lambda: lease_holders(store)["leaving"] > 0, 10, "the two nodes share the shards")
-    started = threading.Event()
-
-    def slow(call: Call) -> Reply:
-        started.set()
-        return Reply(200, delay=2.0)
-
-    busi.on("/slow", slow)
+    leaving, staying = two_nodes(node_factory, redis_url, store, "--retry-interval", "60", "--drain-timeout", "10")
+    started = slow_branch(busi, 2.0)
     submit_saga(leaving, busi, "drain-finish")
     assert started.wait(5)
     signalled = sigterm(leaving)
@@ -97,16 +111,8 @@ def test_a_round_cut_short_by_the_drain_timeout_is_handed_back(
 ) -> None:
     # Holds last the retry interval (60 s): without the hand-back the other node would wait that long.
     args = ("--retry-interval", "60", "--request-timeout", "2", "--drain-timeout", "0.5")
-    leaving = node_factory(redis_url, *args, env={"FASTDTM_NODE_ID": "leaving"})
-    staying = node_factory(redis_url, *args, env={"FASTDTM_NODE_ID": "staying"})
-    wait_for(lambda: lease_holders(store)["leaving"] > 0, 10, "the two nodes share the shards")
-    started = threading.Event()
-
-    def slow_once(call: Call) -> Reply:
-        started.set()
-        return Reply(200, delay=1.5 if len(busi.calls("/slow")) == 1 else 0.0)
-
-    busi.on("/slow", slow_once)
+    leaving, staying = two_nodes(node_factory, redis_url, store, *args)
+    started = slow_branch(busi, 1.5, only_first=True)
     submit_saga(leaving, busi, "drain-cut")
     assert started.wait(5)
     signalled = sigterm(leaving)
@@ -148,13 +154,7 @@ def test_a_node_stops_within_its_grace_period_when_redis_is_gone(
     answers), a node with a round running still exits well within Kubernetes' grace period (30 s)."""
     with RedisServer() as server:
         node = node_factory(server.url, "--retry-interval", "60", "--redis-reply-timeout", "30")
-        started = threading.Event()
-
-        def slow(call: Call) -> Reply:
-            started.set()
-            return Reply(200, delay=1.0)
-
-        busi.on("/slow", slow)
+        started = slow_branch(busi, 1.0)
         submit_saga(node, busi, f"drain-{fault}")
         assert started.wait(5)
         if fault == "killed":
