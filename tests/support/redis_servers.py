@@ -534,12 +534,23 @@ def _replicate(replica: Address, master: Address) -> None:
 
 
 def _replicas_in_sync(nodes: Sequence[Address]) -> bool:
+    """Every replica's link is up, seen from both ends: the replica's `master_link_status`, and its master
+    counting it `online` (only then does the master's WAIT count it: a replica that has just finished its
+    full sync says `up` a moment before its master moves it from `wait_bgsave`/`send_bulk` to `online`)."""
+    following: dict[Address, int] = {}
+    online: dict[Address, int] = {}
     for node in nodes:
         with _client(*node) as client:
             info = client.info("replication")
-        if info.get("role") == "slave" and info.get("master_link_status") != "up":
-            return False
-    return True
+        if info.get("role") == "slave":
+            if info.get("master_link_status") != "up":
+                return False
+            master = (str(info["master_host"]), int(info["master_port"]))
+            following[master] = following.get(master, 0) + 1
+        else:
+            replicas = [value for key, value in info.items() if key.startswith("slave") and isinstance(value, dict)]
+            online[node] = sum(replica.get("state") == "online" for replica in replicas)
+    return all(online.get(master, 0) >= count for master, count in following.items())
 
 
 def _topology(text: str) -> dict[Address, Address | None]:
