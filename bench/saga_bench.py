@@ -396,7 +396,7 @@ def start_fastdtm(
 ) -> tuple[Managed, int]:
     port = free_port()
     argv = [sys.executable, "-m", args.server_module, "serve", "--store", f"redis://{LOOPBACK}:{redis_port}/0"]
-    argv += ["--host", LOOPBACK, "--port", str(port)]
+    argv += ["--host", LOOPBACK, "--port", str(port), "--grpc-port", str(free_port())]
     if args.workers:
         argv += ["--workers", str(args.workers)]
     argv += args.server_arg

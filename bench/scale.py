@@ -247,6 +247,7 @@ def start_fastdtm_node(index: int, cluster_url: str, log_dir: Path) -> Node:
     port = free_port()
     exe = Path(sys.executable).with_name("fastdtm")  # the venv's console script
     argv = [str(exe), "serve", "--store", cluster_url, "--host", LOOPBACK, "--port", str(port), "--workers", "1"]
+    argv += ["--grpc-port", str(free_port())]  # each node a port of its own (the default, 36790, is one)
     env = {**os.environ, "FASTDTM_LOG_LEVEL": LOG_LEVELS["fastdtm"]}
     name = f"fastdtm-{index}"
     return Node(name, spawn(name, argv, None, log_dir, env=env), port)

@@ -27,8 +27,10 @@ from fastdtm.alerts import Alerter
 from fastdtm.api import dtmsvr, jsonrpc, kv as kv_api, ops
 from fastdtm.api.direct import DirectRoutes, ErrorHandler
 from fastdtm.api.gate import Gate
+from fastdtm.api.grpc_api import DtmServicer, GrpcApi
 from fastdtm.api.http import api_error, client_gone, store_error
 from fastdtm.api.middleware import MetricsMiddleware
+from fastdtm.branch_grpc import GrpcClient
 from fastdtm.branch_http import HttpClient
 from fastdtm.branch_policy import BranchPolicy
 from fastdtm.clock import SystemClock
@@ -139,6 +141,19 @@ def _signals_end_the_wait(url: str) -> Iterator[None]:
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
 
 
+async def _start_grpc(
+    settings: Settings, service: Service, topics: Topics, gate: Gate, metrics: Metrics, drain: Drain
+) -> GrpcApi | None:
+    """DTM's gRPC API on --grpc-port (None when it is 0), stopping with the drain: from its first moment the
+    health service says NOT_SERVING and new calls are refused, while running ones get the drain timeout."""
+    if not settings.grpc_port:
+        return None
+    grpc_api = GrpcApi(settings, DtmServicer(service, topics), gate, metrics)
+    await grpc_api.start()
+    drain.on_begin(lambda: grpc_api.stop_in_background(settings.drain_timeout))
+    return grpc_api
+
+
 def _tune_collector() -> None:
     """Python's cyclic collector, set for a process that allocates a few hundred objects per request.
 
@@ -177,18 +192,20 @@ def create_app(settings: Settings) -> DirectRoutes:
         # The webhook is the operator's own URL, not a client's: its client has no branch-URL policy.
         alert_http = HttpClient(max_reply_bytes=settings.branch_max_reply_bytes)
         alerter = Alerter(alert_http, settings.alert_webhook, settings.alert_retry_limit)
-        invoker = Invoker(http, settings.request_timeout)
+        grpc_client = GrpcClient(policy=branch_urls)
+        invoker = Invoker(http, settings.request_timeout, grpc_client)
         skew_ms = int(settings.max_clock_skew * 1000)
         engine = Engine(store, invoker, policy, clock, metrics, alerter, max_clock_skew_ms=skew_ms)
         cron = Cron(store, engine, settings, clock, metrics)
         cron.start()
         drain = Drain(settings.drain_timeout)
         drain.on_begin(cron.leave)
+        service = Service(store, engine, clock, policy, topics, branch_urls)
+        grpc_api = await _start_grpc(settings, service, topics, gate, metrics, drain)
         _tune_collector()
         gate.watch_sighup()
         drain.watch_signals()
         try:
-            service = Service(store, engine, clock, policy, topics, branch_urls)
             yield {
                 "settings": settings,
                 "store": store,
@@ -205,10 +222,13 @@ def create_app(settings: Settings) -> DirectRoutes:
             gate.unwatch_sighup()
             drain.begin()
             deadline = drain.deadline()
+            if grpc_api is not None:  # its calls finish within the drain timeout, as uvicorn's requests did
+                await grpc_api.stopped()
             # The engine first: it marks itself closing before any round is cancelled, so every round cut
             # short hands its transaction back, the cron's included.
             await asyncio.gather(engine.close(deadline), cron.stop(deadline))
             await http.close()
+            await grpc_client.close()
             await alert_http.close()
             await store.close()
             log.info("fastdtm node %s stopped", settings.node_id)

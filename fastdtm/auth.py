@@ -95,6 +95,20 @@ RPC_METHODS: Final[Mapping[str, Role]] = {
 }
 
 
+#: The role each method of the gRPC service `dtmgimp.Dtm` asks for (fastdtm.api.grpc_api), as its HTTP route.
+GRPC_METHODS: Final[Mapping[str, Role]] = {
+    "NewGid": Role.CLIENT,
+    "Submit": Role.CLIENT,
+    "Prepare": Role.CLIENT,
+    "Abort": Role.CLIENT,
+    "RegisterBranch": Role.CLIENT,
+    "PrepareWorkflow": Role.CLIENT,
+    "Subscribe": Role.OPERATOR,
+    "Unsubscribe": Role.OPERATOR,
+    "DeleteTopic": Role.OPERATOR,
+}
+
+
 class AuthFileError(SettingsError):
     """The token file cannot be read or has a bad line (named by number, never by its content)."""
 

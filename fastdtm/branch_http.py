@@ -37,15 +37,15 @@ import asyncio
 import base64
 import functools
 import re
-import socket
 import ssl as ssl_module
 import time
 from collections.abc import Callable, Mapping
-from ipaddress import ip_address
 from typing import TYPE_CHECKING, Final, NamedTuple, cast
 from urllib.parse import quote, unquote, urljoin
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+
+from fastdtm.branch_resolver import RESOLVE_TTL, CheckedResolver
 
 if TYPE_CHECKING:
     from fastdtm.branch_policy import BranchPolicy
@@ -58,10 +58,6 @@ MAX_REDIRECTS: Final = 10
 MAX_REPLY_BYTES: Final = 64 << 10
 #: Idle connections kept per origin (Settings.branch_max_idle).
 MAX_IDLE: Final = 64
-#: Seconds a host's checked addresses (or its refusal) are kept, under a policy: as long as a connection idles.
-RESOLVE_TTL: Final = KEEPALIVE
-#: Hosts whose addresses are kept at once; past it the cache is emptied and starts again.
-MAX_RESOLVED: Final = 4096
 
 _DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
@@ -78,8 +74,6 @@ Origin = tuple[str, str, int]
 """(scheme, host, port): what a pool of idle connections is keyed by."""
 _Reply = tuple[int, bytes, bytes | None]
 """Status, body, Location header."""
-_Resolved = tuple[float, tuple[str, ...], str]
-"""Until when (loop time), the checked addresses, and the refusal ("" if none)."""
 
 
 class BranchHttpError(OSError):
@@ -375,8 +369,7 @@ class HttpClient:
         `policy`: where calls may go (None: anywhere, redirects followed everywhere); `resolve_ttl`: seconds a
         host's checked addresses are kept."""
         self._policy = policy
-        self._resolve_ttl = resolve_ttl
-        self._resolved: dict[tuple[str, int], _Resolved] = {}
+        self._resolver = CheckedResolver(policy, resolve_ttl) if policy is not None else None
         self._keepalive = keepalive
         self._max_reply = max_reply_bytes
         self._max_idle = max_idle
@@ -516,15 +509,15 @@ class HttpClient:
         loop = asyncio.get_running_loop()
         ssl = self._ssl_context() if scheme == "https" else None
         factory = functools.partial(_Connection, loop, self._live.discard, self._max_reply)
-        policy = self._policy
+        resolver = self._resolver
         try:
             async with asyncio.timeout_at(deadline):
-                if policy is None:
+                if resolver is None:
                     _, conn = await loop.create_connection(
                         factory, host, port, ssl=ssl, server_hostname=host if ssl else None
                     )
                 else:
-                    conn = await self._connect_checked(policy, factory, host, port, ssl)
+                    conn = await self._connect_checked(resolver, factory, host, port, ssl)
         except BranchDenied:
             raise
         except TimeoutError as exc:
@@ -536,7 +529,7 @@ class HttpClient:
 
     async def _connect_checked(
         self,
-        policy: BranchPolicy,
+        resolver: CheckedResolver,
         factory: Callable[[], _Connection],
         host: str,
         port: int,
@@ -545,7 +538,10 @@ class HttpClient:
         """Connects to the first of the host's checked addresses that accepts; raises OSError as connect does."""
         loop = asyncio.get_running_loop()
         error: OSError | None = None
-        for address in await self._addresses(policy, host, port):
+        addresses, refusal = await resolver.addresses(host, port)
+        if refusal:
+            raise BranchDenied(f"refused by the branch policy: {refusal}")
+        for address in addresses:
             try:
                 _, conn = await loop.create_connection(
                     factory, address, port, ssl=ssl, server_hostname=host if ssl else None
@@ -555,35 +551,6 @@ class HttpClient:
                 continue
             return conn
         raise error or OSError(f"no address for {host}")
-
-    async def _addresses(self, policy: BranchPolicy, host: str, port: int) -> tuple[str, ...]:
-        """The host's addresses, each allowed by the policy; raises BranchDenied if one is not (a name that
-        resolves into a denied range is refused whatever else it resolves to)."""
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        cached = self._resolved.get((host, port))
-        if cached is None or cached[0] <= now:
-            cached = await self._resolve(policy, host, port, now + self._resolve_ttl)
-        _, addresses, refusal = cached
-        if refusal:
-            raise BranchDenied(f"refused by the branch policy: {refusal}")
-        return addresses
-
-    async def _resolve(self, policy: BranchPolicy, host: str, port: int, until: float) -> _Resolved:
-        refusal = policy.host_refusal(host)
-        addresses: tuple[str, ...] = ()
-        if not refusal:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            # Addresses as strings, in the resolver's order, once each; an IPv6 zone (`%eth0`) kept.
-            addresses = tuple(dict.fromkeys(str(info[4][0]) for info in infos))
-            for address in addresses:
-                refusal = policy.address_refusal(host, ip_address(address.partition("%")[0])) or ""
-                if refusal:
-                    break
-        if len(self._resolved) >= MAX_RESOLVED:
-            self._resolved.clear()
-        entry = self._resolved[(host, port)] = (until, addresses, refusal or "")
-        return entry
 
     def _ssl_context(self) -> ssl_module.SSLContext:
         if self._ssl is None:  # built on first use: loading the CA store takes milliseconds

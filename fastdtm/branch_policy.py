@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from typing import Final
 
+from fastdtm.branch_grpc import is_http_url, parse_target
 from fastdtm.branch_http import BranchHttpError, parse_url
 
 #: Link-local (the cloud metadata address 169.254.169.254 is in it) and the unspecified addresses.
@@ -190,7 +191,7 @@ class BranchPolicy:
         except KeyError:
             pass
         try:
-            host = parse_url(url).origin[1]
+            host = parse_url(url).origin[1] if is_http_url(url) else parse_target(url).host
         except BranchHttpError:
             return None
         try:

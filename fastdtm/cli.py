@@ -32,6 +32,7 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
     ),
     "--host": ("host", str, "address to listen on (default 0.0.0.0)"),
     "--port": ("port", int, "HTTP port (default 36789, DTM's)"),
+    "--grpc-port": ("grpc_port", int, "gRPC port of DTM's gRPC API, dtmgimp.Dtm (default 36790, DTM's; 0: off)"),
     "--workers": ("workers", int, "worker processes; each is a node of its own (default 1)"),
     "--retry-interval": ("retry_interval", float, "base retry interval, seconds (default 10)"),
     "--timeout-to-fail": ("timeout_to_fail", float, "default timeout of msg/tcc/xa, seconds (default 35)"),

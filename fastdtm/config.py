@@ -26,6 +26,7 @@ DEFAULT_STORE: Final = "sqlite:///./fastdtm.db"
 # setting name -> DTM's environment name, for users who migrate with their DTM config.
 _DTM_ENV_NAMES: Final[Mapping[str, str]] = {
     "port": "HTTP_PORT",
+    "grpc_port": "GRPC_PORT",
     "retry_interval": "RETRY_INTERVAL",
     "timeout_to_fail": "TIMEOUT_TO_FAIL",
     "request_timeout": "REQUEST_TIMEOUT",
@@ -70,7 +71,12 @@ _MINIMUM: Final[Mapping[str, int]] = {
     # 0: a stopping node cuts its requests and rounds short at once (handing the rounds back).
     "drain_timeout": 0,
 }
-_RANGES: Final[Mapping[str, tuple[int, int]]] = {"shards": (1, 16384), "claim_batch": (1, 1000)}
+_RANGES: Final[Mapping[str, tuple[int, int]]] = {
+    "shards": (1, 16384),
+    "claim_batch": (1, 1000),
+    "port": (0, 65535),
+    "grpc_port": (0, 65535),
+}
 
 
 _BOOLEANS: Final[Mapping[str, bool]] = {"1": True, "true": True, "yes": True, "on": True} | {
@@ -94,6 +100,8 @@ class Settings:
     store_defaulted: bool = True
     host: str = "0.0.0.0"
     port: int = 36789
+    #: DTM's gRPC API (dtmgimp.Dtm, with reflection and health) on this port; 0 serves no gRPC.
+    grpc_port: int = 36790
     workers: int = 1
     #: Base retry interval of a transaction, and how long a cron claim holds a transaction.
     retry_interval: float = 10.0
@@ -191,6 +199,8 @@ class Settings:
                 Rules.parse(getattr(self, name), name)
             except ValueError as exc:
                 raise SettingsError(f"Setting '{name}': {exc}.") from None
+        if self.grpc_port and self.grpc_port == self.port:
+            raise SettingsError(f"Settings 'port' and 'grpc_port' are both {self.port}: give gRPC a port of its own.")
         self._check_store()
         self._check_https()
 

@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastdtm.alerts import Alerter, retry_count
+from fastdtm.branch_grpc import is_http_url
 from fastdtm.branch_http import NotSent
 from fastdtm.clock import Clock
 from fastdtm.drain import HAND_BACK_TIMEOUT, finish_or_cancel
@@ -54,7 +55,7 @@ from fastdtm.kinds.base import (
 )
 from fastdtm.metrics import Metrics
 from fastdtm.models import Branch, Transaction
-from fastdtm.states import TERMINAL, BranchStatus, Outcome, TransStatus
+from fastdtm.states import GRPC, HTTP, TERMINAL, BranchStatus, Outcome, TransStatus
 from fastdtm.store.base import Change, Store
 
 log = logging.getLogger(__name__)
@@ -459,8 +460,9 @@ class _Runner:
 
     def _record(self, call: Call, result: CallResult) -> None:
         rnd = self.rnd
+        protocol = GRPC if call.url and not is_http_url(call.url) else HTTP
         self.engine.metrics.branch_done(
-            rnd.trans.trans_type, call.branch_id, call.op, result.outcome is Outcome.SUCCESS
+            rnd.trans.trans_type, call.branch_id, call.op, result.outcome is Outcome.SUCCESS, protocol
         )
         rnd.outcomes[call.index] = result.outcome
         status = branch_status_after(self.kind, call, result.outcome)

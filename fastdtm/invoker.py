@@ -1,25 +1,39 @@
-"""Branch calls over HTTP: build the request DTM's way, map the reply to an Outcome.
+"""Branch calls: build the request DTM's way, over HTTP or gRPC, and map the reply to an Outcome.
 
-One shared `HttpClient` per process (keep-alive pools per branch host). A call is POST when it
-has a body, else GET; the server adds `gid, trans_type, branch_id, op` to the query string and the
-transaction's `branch_headers` to the headers (reference §5.2). Reply mapping (§2.2): ONGOING
-first (425 or the word in the body), then FAILURE (409 or the word), then 200 = SUCCESS; anything
+The URL decides, as in DTM: http:// and https:// over HTTP, anything else (`host:port/package.Service/Method`)
+over gRPC. One shared `HttpClient` and one `GrpcClient` per process.
+
+HTTP: a call is POST when it has a body, else GET; the server adds `gid, trans_type, branch_id, op` to the
+query string and the transaction's `branch_headers` to the headers (reference §5.2). Reply mapping (§2.2):
+ONGOING first (425 or the word in the body), then FAILURE (409 or the word), then 200 = SUCCESS; anything
 else, including network errors and timeouts, is an ERROR to retry.
+
+gRPC: the payload bytes as the request message; `dtm-gid, dtm-trans_type, dtm-branch_id, dtm-op, dtm-dtm`
+(and `dtm-phase2_url` for XA) plus the branch headers as metadata; the call's deadline is the request
+timeout. Status OK = SUCCESS, ABORTED = FAILURE (ONGOING when its message is the word, as SDKs before
+v1.10 said it), FAILED_PRECONDITION = ONGOING, any other (and no call at all) an ERROR to retry.
+
+A transaction submitted over gRPC (`protocol` "grpc") stores its branch bodies as base64 text, since they
+are bytes; they are decoded here, whichever way the branch is called.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 from collections.abc import Mapping
 from typing import Final
 from urllib.parse import quote_plus
 
+import grpc
+
+from fastdtm.branch_grpc import GrpcClient, Metadata, is_http_url
 from fastdtm.branch_http import HttpClient
 from fastdtm.kinds.base import Call
 from fastdtm.models import Transaction
 from fastdtm.records import record
-from fastdtm.states import Op, Outcome, TransType
+from fastdtm.states import GRPC, Op, Outcome, TransType
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +90,47 @@ def call_headers(branch_headers: Mapping[str, str]) -> Mapping[str, str]:
     return {**_JSON, **branch_headers}
 
 
+def payload_bytes(trans: Transaction, data: str) -> bytes:
+    """A call's body as bytes: base64 text for a gRPC transaction; otherwise the text, any byte a workflow
+    input holds kept through surrogateescape (see kinds/workflow.py)."""
+    if trans.protocol == GRPC:
+        return base64.b64decode(data)
+    return data.encode("utf-8", "surrogateescape")
+
+
+def grpc_metadata(trans: Transaction, call: Call) -> Metadata:
+    """What a gRPC branch reads its transaction from (DTM's `dtm-` keys), then the transaction's headers.
+    `dtm-dtm` is empty, as DTM's server sends it: the coordinator's address as its branches reach it is
+    not something a node can know."""
+    metadata: list[tuple[str, str | bytes]] = [
+        ("dtm-gid", trans.gid),
+        ("dtm-trans_type", trans.trans_type.value),
+        ("dtm-branch_id", call.branch_id),
+        ("dtm-op", call.op),
+        ("dtm-dtm", ""),
+    ]
+    if trans.trans_type is TransType.XA:
+        metadata.append(("dtm-phase2_url", call.url))
+    for name, value in trans.options.branch_headers.items():
+        key = name.lower()
+        metadata.append((key, value.encode() if key.endswith("-bin") else value))
+    return metadata
+
+
+def classify_grpc(code: grpc.StatusCode, message: str) -> Outcome:
+    if code is grpc.StatusCode.OK:
+        return Outcome.SUCCESS
+    if code is grpc.StatusCode.ABORTED:
+        return Outcome.ONGOING if message == "ONGOING" else Outcome.FAILURE
+    if code is grpc.StatusCode.FAILED_PRECONDITION:
+        return Outcome.ONGOING
+    return Outcome.ERROR
+
+
 class Invoker:
-    def __init__(self, http: HttpClient, default_timeout: float) -> None:
+    def __init__(self, http: HttpClient, default_timeout: float, grpc_client: GrpcClient | None = None) -> None:
         self.http = http
+        self.grpc = grpc_client if grpc_client is not None else GrpcClient()
         self.default_timeout = default_timeout
 
     def timeout(self, trans: Transaction) -> float:
@@ -89,10 +141,11 @@ class Invoker:
         """Make the call; raises branch_http.NotSent, having sent nothing, if `send_by` (loop time) has passed
         when the request would be written."""
         timeout = self.timeout(trans)
+        if not is_http_url(call.url):
+            return await self._call_grpc(trans, call, timeout, send_by)
         url = branch_url(call.url, trans, call)
         method = "POST" if call.data or call.post else "GET"
-        # surrogateescape: a workflow input may be any bytes (see kinds/workflow.py).
-        data = call.data.encode("utf-8", "surrogateescape") if call.data else None
+        data = payload_bytes(trans, call.data) if call.data else None
         try:
             status, raw = await self.http.request(
                 method, url, call_headers(trans.options.branch_headers), data, timeout, send_by
@@ -103,6 +156,19 @@ class Invoker:
         body = raw.decode(errors="replace")
         outcome = classify(status, body)
         return CallResult(outcome, detail(outcome, body[:_DETAIL_LIMIT], trans, call))
+
+    async def _call_grpc(self, trans: Transaction, call: Call, timeout: float, send_by: float | None) -> CallResult:
+        try:
+            code, message = await self.grpc.call(
+                call.url, payload_bytes(trans, call.data), grpc_metadata(trans, call), timeout, send_by
+            )
+        except OSError as exc:
+            return CallResult(Outcome.ERROR, f"{UNKNOWN_RESULT}url:{call.url} error: {type(exc).__name__}: {exc}")
+        outcome = classify_grpc(code, message)
+        # As a Go client's error reads: `rpc error: code = Aborted desc = FAILURE`.
+        name = "".join(word.capitalize() for word in code.name.split("_"))
+        text = f"rpc error: code = {name} desc = {message}"
+        return CallResult(outcome, detail(outcome, text[:_DETAIL_LIMIT], trans, call))
 
 
 def detail(outcome: Outcome, body: str, trans: Transaction, call: Call) -> str:

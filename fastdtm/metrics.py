@@ -6,19 +6,21 @@ no module-level state.
 
 | name | type | labels | what |
 |---|---|---|---|
-| `dtm_server_info` | gauge (=1) | `gin_version`, `grpc_version` | "fastdtm-<version>", "none" |
-| `dtm_server_process_total` | counter | `type`, `api`, `status` | requests under `/api/`; fail = HTTP >= 400 |
+| `dtm_server_info` | gauge (=1) | `gin_version`, `grpc_version` | "fastdtm-<version>", "grpcio-<version>" |
+| `dtm_server_process_total` | counter | `type`, `api`, `status` | API calls; fail = HTTP >= 400, gRPC not OK |
 | `dtm_server_response_duration` | histogram | `type`, `api` | their duration, seconds |
 | `dtm_transaction_process_total` | counter | `model`, `status` | processing rounds, by trans_type |
 | `dtm_transaction_handled_duration` | histogram | `model` | per round: seconds since the transaction was created |
-| `dtm_branch_process_total` | counter | `model`, `branchid`, `branchtype`, `status` | branch calls; ok = SUCCESS |
+| `dtm_branch_process_total` | counter | `model`, `branchid`, `branchtype`, `status`, `protocol` | branch calls |
 | `fastdtm_shard_leases_held` | gauge | | shard leases this node holds |
 | `fastdtm_due_claimed_total` | counter | | due transactions this node's cron claimed |
 | `fastdtm_claim_duration_seconds` | histogram | | one cron poll's claim over all held shards |
 | `fastdtm_rounds_in_flight` | gauge | | processing rounds running on this node |
 | `fastdtm_store_calls_total` | counter | `script` | store calls, by Lua script (or store method) |
 
-`type` is always "http". `api` is the last path segment, lower-cased, as DTM does, but without the
+`type` is the API's protocol, "http" or "grpc"; for gRPC, `api` is the method's name in lower case. A branch
+call is ok when it answered SUCCESS; its `protocol` ("http" or "grpc", a label DTM's metric lacks) is how it
+was made. For HTTP, `api` is the last path segment, lower-cased, as DTM does, but without the
 query string (DTM put `query?gid=...` into the label: one series per gid).
 
 Every label is bounded, whatever clients send: `api` by the app's routes ("other" for any other path,
@@ -26,7 +28,8 @@ fastdtm.api.middleware), `type`, `status`, `model` (trans_type), `script` and th
 Two labels of `dtm_branch_process_total` are chosen by clients: `branchid` (a TCC or XA branch id comes
 from registerBranch) and `branchtype` (a workflow's op names); each keeps its first `label_values` distinct
 values (`--metric-label-values`, 64) and counts later ones as "other", so that family has at most
-5 models x 65 x 65 x 2 statuses series.
+5 models x 65 x 65 x 2 statuses x 2 protocols series. gRPC method names are bounded by the service: an
+unknown method never reaches a handler (gRPC answers UNIMPLEMENTED itself).
 
 The per-call methods are plain dict updates: `api_call` + `branch_done` take about 1.1 µs together, where
 prometheus_client's `labels(...).inc()` / `.observe()` take about 9 µs for the same three updates
@@ -40,6 +43,8 @@ import math
 from bisect import bisect_left
 from collections.abc import Sequence
 from typing import Final, TypeAlias
+
+import grpc
 
 from fastdtm import __version__
 
@@ -194,7 +199,7 @@ class Metrics:
 
     def __init__(self, version: str = __version__, *, label_values: int = LABEL_VALUES) -> None:
         self._info = Gauge("dtm_server_info", "The information of this dtm server.", ("gin_version", "grpc_version"))
-        self._info.set((f"fastdtm-{version}", "none"), 1)
+        self._info.set((f"fastdtm-{version}", f"grpcio-{grpc.__version__}"), 1)
         self._requests = Counter("dtm_server_process_total", "All request received by dtm", ("type", "api", "status"))
         self._latency = Histogram(
             "dtm_server_response_duration", "The request durations of a dtm server api", ("type", "api")
@@ -208,7 +213,9 @@ class Metrics:
             ("model",),
         )
         self._branches = Counter(
-            "dtm_branch_process_total", "All branches processed by dtm", ("model", "branchid", "branchtype", "status")
+            "dtm_branch_process_total",
+            "All branches processed by dtm",
+            ("model", "branchid", "branchtype", "status", "protocol"),
         )
         self._branch_id = BoundedLabel(label_values)
         self._branch_op = BoundedLabel(label_values)
@@ -239,21 +246,23 @@ class Metrics:
             self._store_calls,
         )
 
-    def api_call(self, api: str, ok: bool, seconds: float) -> None:
-        self._requests.inc(("http", api, "ok" if ok else "fail"))
-        self._latency.observe(("http", api), seconds)
+    def api_call(self, api: str, ok: bool, seconds: float, protocol: str = "http") -> None:
+        """One API request; `protocol` is DTM's `type` label, "http" or "grpc"."""
+        self._requests.inc((protocol, api, "ok" if ok else "fail"))
+        self._latency.observe((protocol, api), seconds)
 
     def round_done(self, model: str, ok: bool, age_seconds: float) -> None:
         self._rounds.inc((model, "ok" if ok else "fail"))
         # create_time comes from whichever node created the transaction: clock skew can make it "future".
         self._round_age.observe((model,), max(age_seconds, 0.0))
 
-    def branch_done(self, model: str, branch_id: str, op: str, ok: bool) -> None:
+    def branch_done(self, model: str, branch_id: str, op: str, ok: bool, protocol: str = "http") -> None:
+        """One branch call; `protocol` is how it was made ("http" or "grpc"), a label DTM's metric lacks."""
         if branch_id not in self._branch_id:
             branch_id = self._branch_id.admit(branch_id)
         if op not in self._branch_op:
             op = self._branch_op.admit(op)
-        self._branches.inc((model, branch_id, op, "ok" if ok else "fail"))
+        self._branches.inc((model, branch_id, op, "ok" if ok else "fail", protocol))
 
     def leases_held(self, n: int) -> None:
         self._leases.set((), n)

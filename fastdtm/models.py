@@ -8,16 +8,18 @@ payloads, URLs, custom_data) live with the kinds.
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Mapping
 from dataclasses import field
 from typing import Any, Final
 
+from fastdtm.branch_grpc import check_metadata, is_http_url, parse_target
 from fastdtm.branch_http import BranchHttpError, check_header, parse_url
 from fastdtm.branch_policy import BranchPolicy
 from fastdtm.errors import Invalid
 from fastdtm.records import record
-from fastdtm.states import BranchStatus, TransStatus, TransType
+from fastdtm.states import GRPC, HTTP, PROTOCOLS, BranchStatus, TransStatus, TransType
 
 #: DTM strips `\n`, `\r` and `;` from gids; we refuse anything that is not printable ASCII, and
 #: bound the length as DTM's SQL schema does (128).
@@ -101,7 +103,7 @@ class Transaction:
     update_ms: int
     custom_data: str = ""
     query_prepared: str = ""
-    protocol: str = "http"
+    protocol: str = HTTP
     finish_ms: int = 0
     rollback_ms: int = 0
     rollback_reason: str = ""
@@ -165,31 +167,38 @@ class TransRequest:
     payloads: tuple[str, ...] = ()
     custom_data: str = ""
     query_prepared: str = ""
-    protocol: str = "http"
+    #: "grpc": `payloads` are base64 (gRPC's bytes, or the UTF-8 of a JSON body's strings).
+    protocol: str = HTTP
     rollback_reason: str = ""
     options: Options = field(default_factory=Options)
     #: Workflow submit: the final `status`, `rollback_reason` and `result` (base64).
     req_extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
-    def parse(cls, data: Mapping[str, Any]) -> TransRequest:
+    def parse(cls, data: Mapping[str, Any], binary_payloads: tuple[bytes, ...] | None = None) -> TransRequest:
+        """A JSON body; the gRPC API passes its request as the same keys, with the payloads as bytes."""
         fields = _Fields(data)
-        protocol = fields.text("protocol") or "http"
-        if protocol != "http":
-            raise Invalid(f"protocol '{protocol}' is not supported; fastdtm speaks 'http' to branches.")
+        protocol = fields.text("protocol") or HTTP
+        if protocol not in PROTOCOLS:
+            raise Invalid(f"protocol '{protocol[:40]}' is not supported: 'http' or 'grpc'.")
         steps = fields.str_map_list("steps")
         if len(steps) > MAX_STEPS:
             raise Invalid(f"a transaction has at most {MAX_STEPS} steps, got {len(steps)}.")
+        payloads = fields.str_list("payloads")
+        if binary_payloads is not None:
+            payloads = tuple(base64.b64encode(p).decode() for p in binary_payloads)
+        elif protocol == GRPC:
+            payloads = tuple(base64.b64encode(p.encode()).decode() for p in payloads)
         return cls(
             gid=parse_gid(fields.text("gid")),
             trans_type=fields.text("trans_type"),
             steps=steps,
-            payloads=fields.str_list("payloads"),
+            payloads=payloads,
             custom_data=fields.text("custom_data"),
             query_prepared=fields.text("query_prepared"),
             protocol=protocol,
             rollback_reason=fields.text("rollback_reason"),
-            options=_checked(Options.from_json(data)),
+            options=_checked(Options.from_json(data), protocol),
             req_extra=fields.str_map("req_extra"),
         )
 
@@ -205,9 +214,10 @@ class TransRequest:
         return parse_trans_type(self.trans_type)
 
 
-def _checked(options: Options) -> Options:
+def _checked(options: Options, protocol: str) -> Options:
     """A request's options, refused beyond OPTION_LIMITS, or with branch headers the branch client could not
-    send (every call would fail, for ever). Stored options are read as they are."""
+    send (every call would fail, for ever): gRPC metadata too for a gRPC transaction. Stored options are read
+    as they are."""
     o = options
     # Spelled out before the loop that names the culprit: every submit passes here.
     if (
@@ -223,6 +233,8 @@ def _checked(options: Options) -> Options:
     for header, value in options.branch_headers.items():
         try:
             check_header(header, value)
+            if protocol == GRPC:
+                check_metadata(header, value)
         except BranchHttpError as exc:
             raise Invalid(f"branch_headers: {exc}") from None
     return options
@@ -252,6 +264,21 @@ def check_http_url(url: str, what: str) -> None:
         parse_url(url)
     except BranchHttpError:
         raise Invalid(f"{what} '{url[:300]}' is not an http:// or https:// URL.") from None
+
+
+def check_call_url(url: str, what: str, protocol: str) -> None:
+    """A branch URL of a transaction of `protocol`: an http(s) URL, or for gRPC also `host:port/pkg.Service/Method`
+    (DTM calls a URL over HTTP when it starts with http:// or https://, over gRPC otherwise)."""
+    if protocol != GRPC or is_http_url(url):
+        check_http_url(url, what)
+        return
+    try:
+        parse_target(url)
+    except BranchHttpError:
+        raise Invalid(
+            f"{what} '{url[:300]}' is neither an http:// or https:// URL nor a gRPC target "
+            "host:port/package.Service/Method."
+        ) from None
 
 
 def check_branch_url(policy: BranchPolicy, url: str, what: str) -> None:
@@ -348,19 +375,21 @@ class BranchRequest:
     trans_type: str
     branch_id: str
     fields: Mapping[str, str]
+    #: "grpc" from the gRPC API: URLs may be gRPC targets, and `data` is base64.
+    protocol: str = HTTP
 
     @classmethod
-    def parse(cls, data: Mapping[str, Any]) -> BranchRequest:
+    def parse(cls, data: Mapping[str, Any], protocol: str = HTTP) -> BranchRequest:
         for key, value in data.items():
             if not isinstance(value, str):
                 raise Invalid(f"field '{key}' must be a string, got {_type_name(value)}: registerBranch takes strings.")
         branch_id = data.get("branch_id", "")
         if not BRANCH_ID_PATTERN.fullmatch(branch_id):
             raise Invalid(f"branch_id {branch_id[:140]!r} is invalid: 1-128 letters, digits, '-' or '_'.")
-        return cls(parse_gid(data.get("gid", "")), data.get("trans_type", ""), branch_id, data)
+        return cls(parse_gid(data.get("gid", "")), data.get("trans_type", ""), branch_id, data, protocol)
 
     def url(self, key: str, *, required: bool) -> str:
         url = self.fields.get(key, "")
         if url or required:
-            check_http_url(url, key)
+            check_call_url(url, key, self.protocol)
         return url

@@ -6,6 +6,12 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Final
 
+#: A transaction's `protocol`: how its SDK spoke to the server, and so how its branch bodies are kept (as text
+#: for HTTP, base64 for gRPC's bytes). Which way a branch is called depends on its URL (invoker.py).
+HTTP: Final = "http"
+GRPC: Final = "grpc"
+PROTOCOLS: Final = (HTTP, GRPC)
+
 
 class TransStatus(StrEnum):
     PREPARED = "prepared"

@@ -25,7 +25,8 @@ from fastdtm import wire
 from fastdtm.branch_policy import BranchPolicy
 from fastdtm.clock import Clock
 from fastdtm.errors import Conflict, Invalid, NotFound, ServerError
-from fastdtm.models import check_branch_url, check_http_url
+from fastdtm.models import check_branch_url, check_call_url
+from fastdtm.states import GRPC
 from fastdtm.store.kv import MAX_KEY, KVEntry
 from fastdtm.store.kv_base import KV
 
@@ -116,7 +117,8 @@ def check_url(url: str) -> str:
         raise Invalid("empty url")
     if len(url) > MAX_URL:
         raise Invalid(f"url is longer than {MAX_URL} characters.")
-    check_http_url(url, "url")
+    # A subscriber may be an HTTP URL or a gRPC method: each branch is called the way its URL says.
+    check_call_url(url, "url", GRPC)
     return url
 
 

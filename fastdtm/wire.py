@@ -16,6 +16,7 @@ import orjson
 from fastdtm.errors import BadRequest, Invalid, NotAnObject
 from fastdtm.models import Branch, Transaction
 from fastdtm.redaction import Redactor, hide_url_passwords
+from fastdtm.states import GRPC, HTTP
 
 
 def decode_object(body: bytes) -> dict[str, Any]:
@@ -105,7 +106,8 @@ def trans_json(trans: Transaction, redactor: Redactor | None = None) -> dict[str
     return out
 
 
-def branch_json(gid: str, branch: Branch, redactor: Redactor | None = None) -> dict[str, Any]:
+def branch_json(gid: str, branch: Branch, redactor: Redactor | None = None, *, protocol: str = HTTP) -> dict[str, Any]:
+    """A branch as `/query` shows it; `bin_data` is its body in base64, which a gRPC transaction stores as is."""
     out: dict[str, Any] = {
         "id": 0,
         "create_time": go_time(branch.create_ms),
@@ -113,7 +115,7 @@ def branch_json(gid: str, branch: Branch, redactor: Redactor | None = None) -> d
         "gid": gid,
     }
     _put(out, "url", hide_url_passwords(branch.url) if redactor is not None else branch.url)
-    _put(out, "bin_data", base64.b64encode(branch.data.encode()).decode())
+    _put(out, "bin_data", branch.data if protocol == GRPC else base64.b64encode(branch.data.encode()).decode())
     out["branch_id"] = branch.branch_id
     out["op"] = branch.op
     out["status"] = str(branch.status)

@@ -87,7 +87,7 @@ async def prepare_workflow(request: Request) -> Response:
     return json_response(
         {
             "transaction": wire.trans_json(trans, shown),
-            "progresses": [wire.branch_json(trans.gid, b, shown) for b in branches],
+            "progresses": [wire.branch_json(trans.gid, b, shown, protocol=trans.protocol) for b in branches],
         }
     )
 
@@ -114,7 +114,7 @@ async def query(request: Request) -> Response:
     return json_response(
         {
             "transaction": wire.trans_json(trans, shown),
-            "branches": [wire.branch_json(trans.gid, b, shown) for b in branches],
+            "branches": [wire.branch_json(trans.gid, b, shown, protocol=trans.protocol) for b in branches],
         }
     )
 

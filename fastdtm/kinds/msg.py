@@ -13,7 +13,7 @@ from typing import ClassVar, Final
 
 from fastdtm.errors import Invalid
 from fastdtm.kinds.base import CHECK_BACK, Call, NoRegistration, Round, Step, Topics, is_timed_out
-from fastdtm.models import MAX_BRANCHES, Branch, TransRequest, check_http_url
+from fastdtm.models import MAX_BRANCHES, Branch, TransRequest, check_call_url
 from fastdtm.states import BranchStatus, Op, Outcome, TransStatus
 from fastdtm.wire import custom_data_object
 
@@ -43,14 +43,14 @@ class Msg(NoRegistration):
     def build(self, request: TransRequest, now_ms: int, topics: Topics) -> list[Branch]:
         delay_seconds(request.custom_data)
         if request.query_prepared:
-            check_http_url(request.query_prepared, "query_prepared")
+            check_call_url(request.query_prepared, "query_prepared", request.protocol)
         branches = []
         for i, step in enumerate(request.steps):
             url = step.get(Op.ACTION, "")
             branch_id = f"{i + 1:02d}"
             topic = topic_name(url)
             if topic is None:
-                check_http_url(url, f"steps[{i}].action")
+                check_call_url(url, f"steps[{i}].action", request.protocol)
                 branches.append(Branch(branch_id, Op.ACTION, url, request.payload(i), now_ms))
                 continue
             # A topic fans out to its subscribers as they are now: 01-01, 01-02, ... (01 if just one).

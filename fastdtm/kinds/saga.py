@@ -15,7 +15,7 @@ from typing import ClassVar, Final
 
 from fastdtm.errors import Invalid
 from fastdtm.kinds.base import Call, NoRegistration, Round, Step, Topics, is_timed_out, timeout_reason
-from fastdtm.models import ASCII_DIGITS, Branch, TransRequest, check_http_url
+from fastdtm.models import ASCII_DIGITS, Branch, TransRequest, check_call_url
 from fastdtm.records import record
 from fastdtm.states import BranchStatus, Op, TransStatus
 from fastdtm.wire import custom_data_object
@@ -97,7 +97,7 @@ class Saga(NoRegistration):
             for op in (Op.COMPENSATE, Op.ACTION):
                 url = step.get(op, "")
                 if url:
-                    check_http_url(url, f"steps[{i}].{op}")
+                    check_call_url(url, f"steps[{i}].{op}", request.protocol)
                 branches.append(Branch(branch_id, op, url, payload, now_ms))
         return branches
 

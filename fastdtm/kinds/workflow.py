@@ -5,7 +5,8 @@ The client starts with prepareWorkflow (`custom_data` = `{"name", "data": <base6
 status given by the client), and ends with a submit whose `req_extra` carries the final status. A
 workflow left `prepared` (its client crashed, or a step said ONGOING) is resumed by the cron: it
 POSTs the input to the callback with `branch_id=00, op=<name>`, every retry interval without
-back-off, until the client submits (reference §6.5). Workflows have no timeout.
+back-off, until the client submits (reference §6.5). Workflows have no timeout. Over gRPC the callback is
+`workflow.Workflow/Execute`, called with the input wrapped in its `WorkflowData` message.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from typing import ClassVar
 
 from fastdtm.errors import Invalid
 from fastdtm.kinds.base import CHECK_BACK, Call, Round, Step, Topics, reset_interval_ms
-from fastdtm.models import Branch, BranchRequest, TransRequest, check_http_url
-from fastdtm.states import BranchStatus, TransStatus
+from fastdtm.models import Branch, BranchRequest, TransRequest, check_call_url
+from fastdtm.states import GRPC, BranchStatus, TransStatus
 from fastdtm.wire import custom_data_object
 
 #: The statuses a client may record a step, or finish the workflow, with.
@@ -38,13 +39,35 @@ def workflow_input(custom_data: str) -> tuple[str, str]:
     return name, raw.decode("utf-8", "surrogateescape")
 
 
+def workflow_data(raw: bytes) -> bytes:
+    """`message WorkflowData { bytes Data = 1; }` serialized: the tag of field 1 (length-delimited), the
+    length as a varint, the bytes; an empty field is left out, as protobuf does."""
+    if not raw:
+        return b""
+    length = bytearray()
+    n = len(raw)
+    while n >= 0x80:
+        length.append(n & 0x7F | 0x80)
+        n >>= 7
+    length.append(n)
+    return b"\x0a" + bytes(length) + raw
+
+
+def resume_body(protocol: str, data: str) -> str:
+    """The resume callback's body as a Call carries it: the input itself, or for gRPC its WorkflowData in
+    base64 (a gRPC transaction's call bodies are base64; see invoker.payload_bytes)."""
+    if protocol != GRPC:
+        return data
+    return base64.b64encode(workflow_data(data.encode("utf-8", "surrogateescape"))).decode()
+
+
 class Workflow:
     failure_ends: ClassVar[frozenset[str]] = frozenset()
 
     def build(self, request: TransRequest, now_ms: int, topics: Topics) -> list[Branch]:
         workflow_input(request.custom_data)
         if request.query_prepared:
-            check_http_url(request.query_prepared, "query_prepared")
+            check_call_url(request.query_prepared, "query_prepared", request.protocol)
         return []
 
     def register(self, request: BranchRequest, now_ms: int) -> list[Branch]:
@@ -66,4 +89,4 @@ class Workflow:
             # one retry interval later (no back-off, as DTM).
             return Step(wake_at_ms=rnd.now_ms + reset_interval_ms(trans.options, rnd.policy))
         name, data = workflow_input(trans.custom_data)
-        return Step(start=(Call(CHECK_BACK, "00", name, trans.query_prepared, data),))
+        return Step(start=(Call(CHECK_BACK, "00", name, trans.query_prepared, resume_body(trans.protocol, data)),))

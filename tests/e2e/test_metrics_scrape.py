@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grpc
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -39,7 +40,8 @@ def test_dtm_metrics_count_a_run(node: FastdtmNode, busi: BusiServer) -> None:
             )
         client.get("/query", params={"gid": gids[0]})
     samples = scrape(node)
-    assert value(samples, "dtm_server_info", gin_version=f"fastdtm-{__version__}", grpc_version="none") == 1
+    info = {"gin_version": f"fastdtm-{__version__}", "grpc_version": f"grpcio-{grpc.__version__}"}
+    assert value(samples, "dtm_server_info", **info) == 1
     assert value(samples, "dtm_server_process_total", type="http", api="submit", status="ok") == 2
     assert value(samples, "dtm_server_process_total", type="http", api="submit", status="fail") == 1
     assert value(samples, "dtm_server_process_total", type="http", api="newgid", status="ok") == 3
@@ -48,7 +50,7 @@ def test_dtm_metrics_count_a_run(node: FastdtmNode, busi: BusiServer) -> None:
     assert value(samples, "dtm_transaction_process_total", model="saga", status="ok") == 2
     assert value(samples, "dtm_transaction_process_total", model="saga", status="fail") == 1
     assert value(samples, "dtm_transaction_handled_duration_count", model="saga") == 3
-    branch = {"model": "saga", "branchid": "01"}
+    branch = {"model": "saga", "branchid": "01", "protocol": "http"}
     assert value(samples, "dtm_branch_process_total", **branch, branchtype="action", status="ok") == 2
     assert value(samples, "dtm_branch_process_total", **branch, branchtype="action", status="fail") == 1
     assert value(samples, "dtm_branch_process_total", **branch, branchtype="compensate", status="ok") == 1

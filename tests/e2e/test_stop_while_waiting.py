@@ -37,7 +37,7 @@ def children(pid: int) -> list[int]:
 def test_a_node_waiting_for_its_store_stops_on_a_signal(tmp_path: Path, workers: int, signum: int) -> None:
     nobody = free_port()  # a Redis port nothing listens on
     argv = [*DEFAULT_COMMAND, "serve", "--store", f"redis://{HOST}:{nobody}/0", "--host", HOST]
-    argv += ["--port", str(free_port()), "--workers", str(workers)]
+    argv += ["--port", str(free_port()), "--grpc-port", str(free_port()), "--workers", str(workers)]
     process = LoggedProcess(argv, log_path=tmp_path / "node.log", cwd=tmp_path, env=node_env())
     try:
         waiting = "start-up waits: the store"
@@ -73,7 +73,7 @@ def test_as_pid_1_a_node_stops_on_sigterm(tmp_path: Path, phase: str) -> None:
         store = f"sqlite:///{tmp_path / 'fastdtm.db'}"
         marker = "Application startup complete"
     argv = ["unshare", "--pid", "--fork", "--kill-child", *DEFAULT_COMMAND, "serve", "--store", store]
-    argv += ["--host", HOST, "--port", str(free_port())]
+    argv += ["--host", HOST, "--port", str(free_port()), "--grpc-port", str(free_port())]
     process = LoggedProcess(argv, log_path=tmp_path / "node.log", cwd=tmp_path, env=node_env())
     try:
         wait_for(lambda: marker in process.log_text(), f"not started:\n{process.log_tail()}", 20)

@@ -55,9 +55,13 @@ def node_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 class FastdtmNode:
-    """One `fastdtm serve` process; ready (answering /api/ready) from construction until `stop()`/`kill()`."""
+    """One `fastdtm serve` process; ready (answering /api/ready) from construction until `stop()`/`kill()`.
+
+    Its gRPC API listens on a free port of its own (`grpc`) unless `extra_args` name `--grpc-port`."""
 
     port: int
+    #: 0 when the node serves no gRPC.
+    grpc_port: int
 
     def __init__(
         self,
@@ -97,6 +101,13 @@ class FastdtmNode:
         return f"{self.base}/api/dtmsvr"
 
     @property
+    def grpc(self) -> str:
+        """The gRPC server address the DTM SDKs take (host:port)."""
+        if not self.grpc_port:
+            raise RuntimeError("this node serves no gRPC (--grpc-port 0)")
+        return f"{HOST}:{self.grpc_port}"
+
+    @property
     def pid(self) -> int:
         return self._process.pid
 
@@ -130,6 +141,10 @@ class FastdtmNode:
         self, port: int | None, head: list[str], rest: list[str], env: dict[str, str], timeout: float
     ) -> LoggedProcess:
         port = free_port() if port is None else port
+        grpc_port = _flag_value(rest, "--grpc-port")
+        if grpc_port is None:
+            grpc_port = str(free_port())
+            rest = [*rest, "--grpc-port", grpc_port]
         argv = [*head, "--port", str(port), *rest]
         process = LoggedProcess(argv, log_path=self._dir / f"node-{port}.log", cwd=self._dir, env=env)
         try:
@@ -138,6 +153,7 @@ class FastdtmNode:
             process.stop(grace=5.0)
             raise
         self.port = port
+        self.grpc_port = int(grpc_port)
         return process
 
     def _finish(self) -> None:
@@ -221,14 +237,23 @@ def _base(node_or_base: FastdtmNode | str) -> str:
     return node_or_base.base if isinstance(node_or_base, FastdtmNode) else node_or_base.rstrip("/")
 
 
+def _flag_value(args: Sequence[str], flag: str) -> str | None:
+    for i, arg in enumerate(args):
+        if arg == flag and i + 1 < len(args):
+            return args[i + 1]
+        if arg.startswith(flag + "="):
+            return arg.partition("=")[2]
+    return None
+
+
 def _wait_ready(process: LoggedProcess, base: str, timeout: float, tls: ssl.SSLContext | None = None) -> None:
     deadline = time.monotonic() + timeout
     with httpx.Client(timeout=1.0, verify=tls or True) as client:
         while True:
             if not process.alive():
                 log = process.log_text()
-                if "address already in use" in log.lower():
-                    raise PortInUse(f"{base} is taken")
+                if "address already in use" in log.lower() or "cannot listen for grpc" in log.lower():
+                    raise PortInUse(f"{base} or its gRPC port is taken")
                 raise RuntimeError(f"fastdtm node {base} exited with {process.returncode}; log tail:\n{tail(log)}")
             with contextlib.suppress(httpx.HTTPError):
                 if client.get(f"{base}/api/ready").status_code == 200:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -24,7 +25,7 @@ DTM_FAMILIES = {
     "dtm_server_response_duration": ("histogram", {"type", "api"}),
     "dtm_transaction_process_total": ("counter", {"model", "status"}),
     "dtm_transaction_handled_duration": ("histogram", {"model"}),
-    "dtm_branch_process_total": ("counter", {"model", "branchid", "branchtype", "status"}),
+    "dtm_branch_process_total": ("counter", {"model", "branchid", "branchtype", "status", "protocol"}),
 }
 FASTDTM_FAMILIES = {
     "fastdtm_shard_leases_held": ("gauge", set()),
@@ -105,7 +106,8 @@ def test_render_is_strict_text_format() -> None:
 
 
 def test_server_info_names_fastdtm() -> None:
-    assert value(Metrics(), "dtm_server_info", gin_version=f"fastdtm-{__version__}", grpc_version="none") == 1
+    info = {"gin_version": f"fastdtm-{__version__}", "grpc_version": f"grpcio-{grpc.__version__}"}
+    assert value(Metrics(), "dtm_server_info", **info) == 1
 
 
 def test_api_calls_count_by_status_and_time_by_api() -> None:
@@ -133,8 +135,21 @@ def test_rounds_and_branches() -> None:
     assert value(metrics, "dtm_transaction_process_total", model="msg", status="fail") == 1
     assert value(metrics, "dtm_transaction_handled_duration_bucket", model="msg", le="10") == 0
     assert value(metrics, "dtm_transaction_handled_duration_bucket", model="msg", le="+Inf") == 1
-    labels = {"model": "saga", "branchid": "0101", "branchtype": "compensate", "status": "fail"}
+    labels = {"model": "saga", "branchid": "0101", "branchtype": "compensate", "status": "fail", "protocol": "http"}
     assert value(metrics, "dtm_branch_process_total", **labels) == 1
+
+
+def test_grpc_calls_and_branches_carry_their_protocol() -> None:
+    metrics = Metrics()
+    metrics.api_call("submit", True, 0.002, "grpc")
+    metrics.api_call("submit", False, 0.002)
+    metrics.branch_done("saga", "01", "action", True, "grpc")
+    assert value(metrics, "dtm_server_process_total", type="grpc", api="submit", status="ok") == 1
+    assert value(metrics, "dtm_server_process_total", type="http", api="submit", status="fail") == 1
+    assert value(metrics, "dtm_server_response_duration_count", type="grpc", api="submit") == 1
+    labels = {"model": "saga", "branchid": "01", "branchtype": "action", "status": "ok"}
+    assert value(metrics, "dtm_branch_process_total", **labels, protocol="grpc") == 1
+    assert [s.labels["protocol"] for s in scrape(metrics) if s.name == "dtm_branch_process_total"] == ["grpc"]
 
 
 def test_age_from_a_skewed_clock_counts_as_zero() -> None:
@@ -176,7 +191,7 @@ def test_client_chosen_branch_labels_keep_their_first_values_then_read_other() -
         metrics.branch_done("tcc", branch_id, "confirm", True)
     for op in ("action", "compensate", "confirm", "step-x", "step-y"):
         metrics.branch_done("workflow", "01", op, True)
-    ok = {"status": "ok"}
+    ok = {"status": "ok", "protocol": "http"}
     assert value(metrics, "dtm_branch_process_total", model="tcc", branchid="03", branchtype="confirm", **ok) == 1
     assert value(metrics, "dtm_branch_process_total", model="tcc", branchid="other", branchtype="confirm", **ok) == 2
     # "confirm" was kept already; "action" and "compensate" take the other two places.
@@ -184,7 +199,8 @@ def test_client_chosen_branch_labels_keep_their_first_values_then_read_other() -
     assert value(metrics, "dtm_branch_process_total", model="workflow", branchid="01", branchtype="other", **ok) == 2
     # A value kept goes on counting under its own name.
     metrics.branch_done("saga", "02", "confirm", False)
-    assert value(metrics, "dtm_branch_process_total", model="saga", branchid="02", branchtype="confirm", status="fail")
+    fail = {"status": "fail", "protocol": "http"}
+    assert value(metrics, "dtm_branch_process_total", model="saga", branchid="02", branchtype="confirm", **fail)
 
 
 def test_five_thousand_branch_ids_leave_the_scrape_bounded() -> None:

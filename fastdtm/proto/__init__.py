@@ -1,0 +1,1 @@
+"""DTM's gRPC messages: dtmgimp.proto and the modules protoc generates from it (`make proto`)."""
