@@ -32,8 +32,8 @@ ENV PATH=/opt/fastdtm/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
     PYTHONUNBUFFERED=1
 WORKDIR /var/lib/fastdtm
 USER 65532:65532
-# DTM's HTTP port.
-EXPOSE 36789
+# DTM's HTTP and gRPC ports.
+EXPOSE 36789 36790
 ENTRYPOINT ["/opt/fastdtm/bin/fastdtm", "serve"]
 # Last, so that a new commit only changes the labels.
 ARG BASE

@@ -7,7 +7,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 
 PROFILE ?= short
 
-.PHONY: run run-redis test test-differential test-resilience lint typecheck unit bench bench-saga bench-scale clean \
+.PHONY: run run-redis test test-differential test-resilience lint typecheck unit bench bench-saga bench-scale clean proto \
 	image k8s-validate k8s-e2e
 
 # Run a fastdtm node at :36789 on the embedded store (./fastdtm.db): nothing else to install.
@@ -38,6 +38,12 @@ test-differential: $(STAMP)
 test-resilience: $(STAMP)
 	./scripts/ensure-redis.sh
 	$(BIN)/pytest tests/resilience --resilience-profile=$(PROFILE) $(PYTEST_ARGS)
+
+# fastdtm/proto/dtmgimp_pb2.py(i) from dtmgimp.proto, by the protoc of grpcio-tools (a dev dependency);
+# tests/unit/test_proto.py fails when they are stale.
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -Ifastdtm/proto --python_out=fastdtm/proto --pyi_out=fastdtm/proto \
+		fastdtm/proto/dtmgimp.proto
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check .

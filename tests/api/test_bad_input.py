@@ -54,7 +54,8 @@ def assert_refused(reply: httpx.Response, status: int, words: str) -> None:
         ({"custom_data": "{not json"}, "custom_data must be a JSON object"),
         ({"custom_data": '{"orders": {"0": [0]}}'}, "cycle"),
         ({"custom_data": '{"orders": {"3": [0]}}'}, "has step '3'"),
-        ({"protocol": "grpc"}, "protocol 'grpc' is not supported"),
+        ({"protocol": "soap"}, "protocol 'soap' is not supported"),
+        ({"protocol": "grpc", "steps": [{"action": "localhost/busi.Busi/TransOut"}]}, "nor a gRPC target"),
         ({"steps": [GOOD_STEP] * 1001, "payloads": ["{}"] * 1001}, "at most 1000 steps"),
     ],
 )

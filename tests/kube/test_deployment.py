@@ -28,10 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 from dtmcli import saga, utils
+from google.protobuf import empty_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from fastdtm.proto import dtmgimp_pb2 as pb
 from tests.support.busi import BusiServer
 from tests.support.redis_servers import RedisServer
 
@@ -77,12 +81,13 @@ def node_addresses() -> list[str]:
 
 
 def listening_port(addresses: list[str]) -> int:
-    """A port below Linux's range for outgoing connections, free on every node's address."""
-    for port in range(21000 + os.getpid() % 5000, 32000):
+    """A port below Linux's range for outgoing connections, free on every node's address, and the next one too
+    (the pods' gRPC port)."""
+    for port in range(21000 + os.getpid() % 5000, 32000, 2):
         try:
-            for address in addresses:
+            for address, offset in itertools.product(addresses, (0, 1)):
                 with socket.socket() as sock:
-                    sock.bind((address, port))
+                    sock.bind((address, port + offset))
         except OSError:
             continue
         return port
@@ -261,13 +266,18 @@ patches:
       - {{op: add, path: /spec/template/spec/hostNetwork, value: true}}
       - {{op: add, path: /spec/template/spec/dnsPolicy, value: ClusterFirstWithHostNet}}
       - {{op: replace, path: /spec/template/spec/containers/0/ports/0/containerPort, value: {port}}}
+      - {{op: replace, path: /spec/template/spec/containers/0/ports/1/containerPort, value: {port + 1}}}
       - op: add
         path: /spec/template/spec/containers/0/env/-
         value: {{name: FASTDTM_HOST, valueFrom: {{fieldRef: {{fieldPath: status.hostIP}}}}}}
       - {{op: add, path: /spec/template/spec/containers/0/env/-, value: {{name: FASTDTM_PORT, value: "{port}"}}}}
+      - op: add
+        path: /spec/template/spec/containers/0/env/-
+        value: {{name: FASTDTM_GRPC_PORT, value: "{port + 1}"}}
   - target: {{kind: Service, name: fastdtm}}
     patch: |-
       - {{op: replace, path: /spec/ports/0/port, value: {port}}}
+      - {{op: replace, path: /spec/ports/1/port, value: {port + 1}}}
   # The branch server is this test, on loopback.
   - target: {{kind: ConfigMap, name: fastdtm-config}}
     patch: |-
@@ -328,6 +338,23 @@ def test_a_saga_through_the_python_sdk(endpoints: Endpoints, busi: BusiServer) -
     )
     assert [call.path for call in busi.calls() if call.query.get("gid") == gid] == ["/TransOut", "/TransIn"]
     ok(f"dtmcli saga {gid} through {dtm}: succeed in {took:.2f} s, both branches called once")
+
+
+def test_grpc_on_every_pod(deployment: int) -> None:
+    """DTM's gRPC API on each pod's gRPC port: health SERVING and a gid from dtmgimp.Dtm/NewGid."""
+    grpc_port = deployment + 1
+    for pod in ready_pods():
+        target = f"{pod['status']['podIP']}:{grpc_port}"
+        with grpc.insecure_channel(target) as channel:
+            health: Any = health_pb2_grpc.HealthStub(channel)
+            status = health.Check(health_pb2.HealthCheckRequest(service="dtmgimp.Dtm"), timeout=10).status
+            assert status == health_pb2.HealthCheckResponse.SERVING
+            new_gid: grpc.UnaryUnaryMultiCallable[bytes, pb.DtmGidReply] = channel.unary_unary(
+                "/dtmgimp.Dtm/NewGid", response_deserializer=pb.DtmGidReply.FromString
+            )
+            reply = new_gid(empty_pb2.Empty().SerializeToString(), timeout=10)
+            assert len(reply.Gid) == 22
+    ok(f"gRPC on port {grpc_port} of both pods: health SERVING, NewGid answers")
 
 
 def test_not_ready_while_redis_is_down_and_ready_again_after(endpoints: Endpoints, redis_server: RedisServer) -> None:
