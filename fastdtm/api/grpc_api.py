@@ -68,6 +68,8 @@ from fastdtm.topics import Topics
 log = logging.getLogger(__name__)
 
 SERVICE: Final = "dtmgimp.Dtm"
+#: Calls one client connection may have under way at once; more wait for one to end (HTTP/2 flow control).
+MAX_CONCURRENT_STREAMS: Final = 1000
 _EMPTY: Final = empty_pb2.Empty().SerializeToString()
 _STATUS: Final[tuple[tuple[type[Exception], grpc.StatusCode], ...]] = (
     (Conflict, grpc.StatusCode.ABORTED),
@@ -225,7 +227,11 @@ class GrpcApi:
         self.metrics = metrics
         self.health = HealthServicer()
         options = [
+            # The HTTP API's bounds: a message as large as a body, metadata as large as a request head, and a
+            # bounded number of calls at once on one connection (gRPC's default is unbounded).
             ("grpc.max_receive_message_length", settings.max_body_bytes),
+            ("grpc.max_metadata_size", settings.max_header_bytes),
+            ("grpc.max_concurrent_streams", MAX_CONCURRENT_STREAMS),
             # Worker processes share the port (the kernel spreads connections); one process alone must not
             # quietly share it with another node started on the same port by mistake.
             ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),

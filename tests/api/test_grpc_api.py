@@ -149,6 +149,16 @@ async def test_a_message_over_the_body_limit_is_refused_unread(channel: aio.Chan
     assert query(node, the_gid)["transaction"] is None
 
 
+async def test_metadata_over_the_head_limit_is_refused(channel: aio.Channel, node: FastdtmNode) -> None:
+    the_gid = gid()
+    stub: aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/dtmgimp.Dtm/Submit")
+    with pytest.raises(aio.AioRpcError) as caught:
+        await stub(saga(the_gid).SerializeToString(), metadata=(("x-big", "v" * (80 << 10)),), timeout=10)
+    assert caught.value.code() in (grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INTERNAL)
+    assert query(node, the_gid)["transaction"] is None
+    await call(channel, "NewGid", empty_pb2.Empty(), pb.DtmGidReply)  # the connection still serves
+
+
 async def test_the_state_forbids_it_is_aborted_with_failure(channel: aio.Channel) -> None:
     the_gid = gid()
     await call(channel, "Prepare", pb.DtmRequest(Gid=the_gid, TransType="tcc"))

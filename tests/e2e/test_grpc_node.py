@@ -30,7 +30,7 @@ from fastdtm.proto import dtmgimp_pb2 as pb
 from tests.conftest import missing_toolchain
 from tests.support.busi import BusiServer, Call, Reply
 from tests.support.node import FastdtmNode, NodeFactory, node_env
-from tests.support.redis_servers import HOST, free_port
+from tests.support.redis_servers import HOST, RedisServer, free_port
 from tests.support.tls import OpensslUnavailable, Pki, make_pki
 
 CLIENT = "grpc-client-token-5c1d0e7a"
@@ -121,6 +121,21 @@ def test_the_same_port_for_http_and_grpc_is_refused(tmp_path: Path) -> None:
     assert "give gRPC a port of its own" in ran.stderr
 
 
+async def test_a_store_that_does_not_answer_is_unavailable(node_factory: NodeFactory) -> None:
+    redis_server = RedisServer()
+    try:
+        node = node_factory(redis_server.url, "--redis-retry-time", "0.2")
+        async with aio.insecure_channel(node.grpc) as channel:
+            assert await new_gid(channel)  # no store needed
+            redis_server.stop()
+            request = pb.DtmRequest(Gid=f"grpc-{uuid.uuid4().hex[:8]}", TransType="tcc")
+            prepare: aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary("/dtmgimp.Dtm/Prepare")
+            words = await expect_code(prepare(request.SerializeToString(), timeout=20), grpc.StatusCode.UNAVAILABLE)
+            assert "store error" in words
+    finally:
+        redis_server.stop()
+
+
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     try:
@@ -156,6 +171,10 @@ async def test_grpc_over_tls_with_the_node_certificate(node_factory: NodeFactory
 @pytest.mark.parametrize("redis_url", ["redis"], indirect=True)
 async def test_two_workers_share_the_grpc_port(node_factory: NodeFactory, redis_url: str) -> None:
     node = node_factory(redis_url, "--workers", "2")
+    # The node answers once one worker does: wait for the other to listen too.
+    deadline = time.monotonic() + 20
+    while node.log_text().count("listening on") < 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
     gids = set()
     for _ in range(8):  # a new connection each time: the kernel spreads them over both processes
         async with aio.insecure_channel(node.grpc, options=(("grpc.use_local_subchannel_pool", 1),)) as channel:
