@@ -1,7 +1,9 @@
 """The real DTM Go SDK (github.com/dtm-labs/client v1.17.3) against fastdtm: scenarios S28, S29 (XA on
-MariaDB) and S30 of reference/dtm-clients.md §6.2 plus the Redis and MariaDB (SQL) barriers. The Go test
-package in `go/` is compiled once per session with `go test -c`, then run as a subprocess against a fresh
-node on every store, with the private MariaDB's schemas recreated for each run."""
+MariaDB) and S30 of reference/dtm-clients.md §6.2 plus the Redis and MariaDB (SQL) barriers, over HTTP, and
+the `dtmgrpc` suite (`TestGrpc*`: saga, msg with a gRPC check-back, TCC, XA, workflow and the Redis barrier
+over the node's gRPC API, with gRPC branch servers in Go). The Go test package in `go/` is compiled once per
+session with `go test -c`, then run as a subprocess against a fresh node on every store, with the private
+MariaDB's schemas recreated for each run."""
 
 from __future__ import annotations
 
@@ -46,6 +48,8 @@ def go_env() -> dict[str, str]:
         env["GOFLAGS"] = f"{flags} -mod=mod".strip()
     # The SDK rewrites localhost to host.docker.internal when this is set.
     env.pop("IS_DOCKER", None)
+    # The gRPC tests talk to the node each run names, never to one from the caller's environment.
+    env.pop("DTM_GRPC", None)
     return env
 
 
@@ -87,6 +91,7 @@ def test_go_sdk_suite(
 ) -> None:
     env = go_env()
     env["DTM_URL"] = node.dtm
+    env["DTM_GRPC"] = node.grpc
     # The XA and SQL barrier tests: dtm_busi and dtm_barrier, freshly recreated for this store's run.
     env["MARIADB_HOST"] = HOST
     env["MARIADB_PORT"] = str(barrier_db.port)
@@ -104,8 +109,9 @@ def test_go_sdk_suite(
     assert ran.returncode == 0, f"the Go SDK suite failed ({ran.returncode}):\n{tail(output, 400)}"
     assert "--- FAIL" not in output
     skipped = [line.strip() for line in output.splitlines() if line.strip().startswith("--- SKIP")]
-    # Only the two Redis barrier tests skip (on the embedded store); the MariaDB tests always get their env.
-    expected_skips = 0 if redis_addr is not None else 2
+    # Only the Redis barrier tests skip (on the embedded store): two over HTTP, three over gRPC; the MariaDB
+    # tests always get their env.
+    expected_skips = 0 if redis_addr is not None else 5
     assert len(skipped) == expected_skips, f"unexpected skips: {skipped}\n{tail(output, 100)}"
 
 

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/dtm-labs/client/dtmcli"
+	"github.com/dtm-labs/client/dtmcli/dtmimp"
 	"github.com/dtm-labs/client/workflow"
 )
 
@@ -54,11 +55,25 @@ func (l *callbackLog) serve(w http.ResponseWriter, r *http.Request) {
 
 func TestMain(m *testing.M) {
 	server := httptest.NewServer(http.HandlerFunc(callbacks.serve))
-	workflow.InitHTTP(strings.TrimRight(os.Getenv("DTM_URL"), "/"), server.URL+"/workflowResume")
-	registerWorkflows()
+	dtm, callback := strings.TrimRight(os.Getenv("DTM_URL"), "/"), server.URL+"/workflowResume"
+	workflow.InitHTTP(dtm, callback)
+	// Last: with DTM_GRPC set, gRPC becomes the engine's default protocol (its gRPC resume callback refuses to
+	// run otherwise), so the HTTP workflows pin themselves to HTTP.
+	stopGrpc := initGrpcWorkflows()
+	registerWorkflows(overHTTP(dtm, callback))
+	registerGrpcWorkflows()
 	code := m.Run()
+	stopGrpc()
 	server.Close()
 	os.Exit(code)
+}
+
+// overHTTP pins a workflow to the HTTP API whatever the engine's default protocol: these are the fields
+// InitHTTP would have set.
+func overHTTP(dtm, callback string) func(wf *workflow.Workflow) {
+	return func(wf *workflow.Workflow) {
+		wf.Protocol, wf.Dtm, wf.QueryPrepared = dtmimp.ProtocolHTTP, dtm, callback
+	}
 }
 
 type wfInput struct {
@@ -99,22 +114,23 @@ func twoSteps(wf *workflow.Workflow, data []byte) error {
 // noEarlyResume keeps the server's resume callback away while the client is still running.
 func noEarlyResume(wf *workflow.Workflow) { wf.RetryInterval = 30 }
 
-func registerWorkflows() {
-	must := func(err error) {
-		if err != nil {
-			panic(err)
-		}
+func must(err error) {
+	if err != nil {
+		panic(err)
 	}
-	must(workflow.Register("wf_success", twoSteps, noEarlyResume))
-	must(workflow.Register("wf_rollback", twoSteps, noEarlyResume))
-	must(workflow.Register("wf_ongoing", twoSteps, func(wf *workflow.Workflow) { wf.RetryInterval = 1 }))
+}
+
+func registerWorkflows(overHTTP func(wf *workflow.Workflow)) {
+	must(workflow.Register("wf_success", twoSteps, overHTTP, noEarlyResume))
+	must(workflow.Register("wf_rollback", twoSteps, overHTTP, noEarlyResume))
+	must(workflow.Register("wf_ongoing", twoSteps, overHTTP, func(wf *workflow.Workflow) { wf.RetryInterval = 1 }))
 	must(workflow.Register2("wf_result", func(wf *workflow.Workflow, data []byte) ([]byte, error) {
 		res, err := wf.NewBranch().NewRequest().SetBody(data).Post(busiOf(data) + "/TransOut")
 		if err != nil {
 			return nil, err
 		}
 		return append([]byte("result:"), res.Body()...), nil
-	}, noEarlyResume))
+	}, overHTTP, noEarlyResume))
 }
 
 // S30 a
