@@ -28,6 +28,7 @@ import asyncio
 import re
 import time
 from collections.abc import Sequence
+from ipaddress import IPv6Address
 from typing import TYPE_CHECKING, Final, NamedTuple
 
 import grpc
@@ -88,7 +89,10 @@ def parse_target(url: str) -> GrpcTarget:
         raise BranchGrpcError(f"not a gRPC branch URL {url[:300]!r}: expected host:port/package.Service/Method")
     if server.startswith("["):
         host, closed, port = server[1:].partition("]:")
-        ok = bool(closed) and ":" in host and host.replace(":", "").replace(".", "").isalnum()
+        try:
+            ok = bool(closed) and bool(IPv6Address(host))
+        except ValueError:
+            ok = False
     else:
         host, _, port = server.rpartition(":")
         ok = bool(_HOST.fullmatch(host))
@@ -108,10 +112,12 @@ def check_metadata(name: str, value: str) -> None:
 
 
 class _Channel:
-    __slots__ = ("channel", "last_used", "methods")
+    __slots__ = ("busy", "channel", "last_used", "methods")
 
     def __init__(self, channel: aio.Channel) -> None:
         self.channel = channel
+        #: Calls under way on it, and the loop time the last one ended: it idles from then on.
+        self.busy = 0
         self.last_used = 0.0
         self.methods: dict[str, aio.UnaryUnaryMultiCallable[bytes, bytes]] = {}
 
@@ -156,16 +162,24 @@ class GrpcClient:
         deadline = loop.time() + timeout
         target = parse_target(url)
         entry = await self._channel(target)
-        entry.last_used = deadline
-        await self._connected(entry.channel, target, deadline, timeout)
-        if send_by is not None and (late := time.monotonic() - send_by) >= 0:
-            raise NotSent(f"the send deadline passed {late:.3f} s ago")
-        remaining = deadline - loop.time()
+        entry.busy += 1
         try:
-            await entry.method(target.method)(payload, timeout=remaining, metadata=aio.Metadata(*metadata))
-        except aio.AioRpcError as exc:
-            return exc.code(), exc.details() or ""
-        return grpc.StatusCode.OK, ""
+            await self._connected(entry.channel, target, deadline, timeout)
+            if send_by is not None and (late := time.monotonic() - send_by) >= 0:
+                raise NotSent(f"the send deadline passed {late:.3f} s ago")
+            remaining = deadline - loop.time()
+            try:
+                await entry.method(target.method)(payload, timeout=remaining, metadata=aio.Metadata(*metadata))
+            except aio.AioRpcError as exc:
+                return exc.code(), exc.details() or ""
+            except Exception as exc:
+                # Anything else grpc raises (metadata it refuses to send is a cygrpc ExecuteBatchError, a plain
+                # Exception) is this call's error, retried as one, never the round's.
+                raise BranchGrpcError(f"the call could not be made: {type(exc).__name__}: {exc}") from exc
+            return grpc.StatusCode.OK, ""
+        finally:
+            entry.busy -= 1
+            entry.last_used = loop.time()
 
     async def close(self) -> None:
         self._closed = True
@@ -228,7 +242,8 @@ class GrpcClient:
             raise BranchGrpcError(f"timeout: not connected to {target.authority} within {timeout:g} s")
 
     def _evict_oldest(self) -> None:
-        key = min(self._channels, key=lambda k: self._channels[k].last_used)
+        # The least recently used, an idle one first: a channel with calls under way closes after a grace.
+        key = min(self._channels, key=lambda k: (self._channels[k].busy > 0, self._channels[k].last_used))
         self._close_later(self._channels.pop(key).channel)
 
     def _sweep(self) -> None:
@@ -236,7 +251,7 @@ class GrpcClient:
         self._sweeper = None
         cutoff = loop.time() - self._idle_timeout
         for key, entry in list(self._channels.items()):
-            if entry.last_used < cutoff:
+            if not entry.busy and entry.last_used < cutoff:
                 del self._channels[key]
                 self._close_later(entry.channel)
         if self._channels:

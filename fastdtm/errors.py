@@ -18,6 +18,7 @@ FastdtmError
     ├── Stale                compare-and-set lost: the status was not the expected one
     ├── Fenced               a round's write refused: another round took the transaction over
     ├── Held                 another round holds the transaction now
+    ├── ProtocolMismatch     registerBranch over one API into a transaction prepared over the other
     └── TransNotFound        the transaction does not exist (any more)
 """
 
@@ -132,6 +133,15 @@ class Held(StoreError):
 
 class TransNotFound(StoreError):
     pass
+
+
+class ProtocolMismatch(StoreError):
+    """Branches registered with bodies kept for one protocol into a transaction of the other (`stored`): a gRPC
+    transaction keeps its bodies as base64, an HTTP one as text (states.HTTP, states.GRPC)."""
+
+    def __init__(self, stored: str) -> None:
+        super().__init__(f"the transaction's protocol is '{stored}'")
+        self.stored = stored
 
 
 class AlreadyExists(StoreError):

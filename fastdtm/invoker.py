@@ -138,8 +138,8 @@ class Invoker:
         return trans.options.request_timeout or self.default_timeout
 
     async def call(self, trans: Transaction, call: Call, send_by: float | None = None) -> CallResult:
-        """Make the call; raises branch_http.NotSent, having sent nothing, if `send_by` (loop time) has passed
-        when the request would be written."""
+        """Make the call; raises branch_http.NotSent, having sent nothing, if `send_by` (time.monotonic()) has
+        passed when the request would be written."""
         timeout = self.timeout(trans)
         if not is_http_url(call.url):
             return await self._call_grpc(trans, call, timeout, send_by)
@@ -162,7 +162,7 @@ class Invoker:
             code, message = await self.grpc.call(
                 call.url, payload_bytes(trans, call.data), grpc_metadata(trans, call), timeout, send_by
             )
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a body that is not base64 (written by no version yet)
             return CallResult(Outcome.ERROR, f"{UNKNOWN_RESULT}url:{call.url} error: {type(exc).__name__}: {exc}")
         outcome = classify_grpc(code, message)
         # As a Go client's error reads: `rpc error: code = Aborted desc = FAILURE`.

@@ -230,14 +230,32 @@ def _checked(options: Options, protocol: str) -> Options:
         for name, limit in OPTION_LIMITS.items():
             if (value := getattr(options, name)) > limit:
                 raise Invalid(f"field '{name}' must be within 0..{limit}, got {value}.")
-    for header, value in options.branch_headers.items():
+    check_branch_headers(options.branch_headers, grpc=protocol == GRPC)
+    return options
+
+
+def check_branch_headers(headers: Mapping[str, str], *, grpc: bool) -> None:
+    """Refuses (422) branch headers the HTTP client could not send, or with `grpc`, gRPC metadata could not carry."""
+    for header, value in headers.items():
         try:
             check_header(header, value)
-            if protocol == GRPC:
+            if grpc:
                 check_metadata(header, value)
         except BranchHttpError as exc:
             raise Invalid(f"branch_headers: {exc}") from None
-    return options
+
+
+def convert_body(data: str, protocol: str, to: str) -> str:
+    """A branch body kept for `protocol`, kept for `to` instead: base64 for gRPC, text for HTTP. Raises Invalid
+    for bytes that are not UTF-8 text, which an HTTP transaction cannot keep."""
+    if protocol == to:
+        return data
+    if to == GRPC:
+        return base64.b64encode(data.encode()).decode()
+    try:
+        return base64.b64decode(data).decode()
+    except UnicodeDecodeError:
+        raise Invalid("the branch body is not UTF-8 text, which a transaction prepared over HTTP keeps.") from None
 
 
 def parse_trans_type(value: str) -> TransType:
@@ -389,7 +407,9 @@ class BranchRequest:
         return cls(parse_gid(data.get("gid", "")), data.get("trans_type", ""), branch_id, data, protocol)
 
     def url(self, key: str, *, required: bool) -> str:
+        """An http(s) URL or a gRPC method: a branch is called the way its URL says, whichever API registers it
+        (the transaction's protocol, which decides how bodies are kept, is the store's to check)."""
         url = self.fields.get(key, "")
         if url or required:
-            check_call_url(url, key, self.protocol)
+            check_call_url(url, key, GRPC)
         return url

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from fastdtm.branch_grpc import is_http_url
 from fastdtm.branch_policy import BranchPolicy
 from fastdtm.clock import Clock
 from fastdtm.engine import Claim, Engine, RoundResult
@@ -21,6 +22,7 @@ from fastdtm.errors import (
     Invalid,
     NotFound,
     Ongoing,
+    ProtocolMismatch,
     Refused,
     ServerError,
     Stale,
@@ -30,8 +32,17 @@ from fastdtm.kinds import kind_for
 from fastdtm.kinds.base import Policy, Topics, reset_interval_ms
 from fastdtm.kinds.msg import topic_name
 from fastdtm.kinds.workflow import FINAL
-from fastdtm.models import Branch, BranchRequest, Transaction, TransRequest, check_branch_url, parse_trans_type
-from fastdtm.states import TERMINAL, Outcome, TransStatus, TransType
+from fastdtm.models import (
+    Branch,
+    BranchRequest,
+    Transaction,
+    TransRequest,
+    check_branch_headers,
+    check_branch_url,
+    convert_body,
+    parse_trans_type,
+)
+from fastdtm.states import GRPC, TERMINAL, Outcome, TransStatus, TransType
 from fastdtm.store.base import Change, ListPage, ListQuery, Store
 
 #: Kinds whose submit normally follows a prepare.
@@ -77,6 +88,10 @@ class Service:
         branches = kind_for(trans_type).build(req, now, topics)
         check_branch_url(self.branch_urls, req.query_prepared, "query_prepared")
         _check_branch_urls(self.branch_urls, branches)
+        if req.options.branch_headers and req.protocol != GRPC and any(_grpc_url(b.url) for b in branches):
+            # An HTTP transaction may still call gRPC branches (a topic's gRPC subscribers): its headers then go
+            # out as metadata too, checked as a gRPC transaction's are.
+            check_branch_headers(req.options.branch_headers, grpc=True)
         interval = reset_interval_ms(req.options, self.policy)
         trans = Transaction(
             gid=req.gid,
@@ -247,7 +262,16 @@ class Service:
         branches = kind.register(req, now)
         _check_branch_urls(self.branch_urls, branches)
         try:
-            await self.store.register_branches(req.gid, req.trans_type, branches, now)
+            try:
+                await self.store.register_branches(req.gid, req.trans_type, branches, now, req.protocol)
+            except ProtocolMismatch as exc:
+                # Registered over the other API (DTM allows it): the bodies as the transaction keeps them.
+                bodies = [convert_body(b.data, req.protocol, exc.stored) for b in branches]
+                again = [
+                    Branch(b.branch_id, b.op, b.url, body, b.create_ms, b.status)
+                    for b, body in zip(branches, bodies, strict=True)
+                ]
+                await self.store.register_branches(req.gid, req.trans_type, again, now, exc.stored)
         except (TransNotFound, Stale):
             raise Conflict(f"no trans with gid: {req.gid} status: prepared found") from None
         except Refused as exc:
@@ -334,6 +358,10 @@ def _check_branch_urls(policy: BranchPolicy, branches: Sequence[Branch]) -> None
     for branch in branches:
         if branch.url and policy.url_refusal(branch.url) is not None:  # the message is built only then
             check_branch_url(policy, branch.url, f"the URL of branch {branch.branch_id} ({branch.op})")
+
+
+def _grpc_url(url: str) -> bool:
+    return bool(url) and not is_http_url(url)
 
 
 def _check_prepare(trans: Transaction) -> None:

@@ -6,13 +6,16 @@
 -- ARGV[1] -> now_ms (update_time)
 -- ARGV[2] -> trans_type the branches belong to
 -- ARGV[3] -> the most records a transaction may have (models.MAX_BRANCHES)
--- ARGV[4..] -> triples: record (JSON text), unique field "u:<branch_id>:<op>", status
+-- ARGV[4] -> the protocol the records' bodies are kept for ("http": text, "grpc": base64): the transaction's
+--            must be the same
+-- ARGV[5..] -> triples: record (JSON text), unique field "u:<branch_id>:<op>", status
 --              ("prepared" or the status the record is registered with, e.g. a workflow result)
 -- Returns: {"OK"} | {"NOT_FOUND"} | {"WRONG_TYPE", trans_type} | {"NOT_PREPARED", status}
---        | {"DUPLICATE", unique_field} | {"TOO_MANY", records_already_there}
+--        | {"WRONG_PROTOCOL", protocol} | {"DUPLICATE", unique_field} | {"TOO_MANY", records_already_there}
 local now_ms = ARGV[1]
 local trans_type = ARGV[2]
 local max_records = tonumber(ARGV[3])
+local protocol = ARGV[4]
 
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then
@@ -25,20 +28,25 @@ end
 if status ~= 'prepared' then
   return {'NOT_PREPARED', status}
 end
+-- A hash without the field was stored with the default protocol (empty values are left out).
+local stored_protocol = redis.call('HGET', KEYS[1], 'protocol') or 'http'
+if stored_protocol ~= protocol then
+  return {'WRONG_PROTOCOL', stored_protocol}
+end
 local index = redis.call('LLEN', KEYS[2])
-if index + (#ARGV - 3) / 3 > max_records then
+if index + (#ARGV - 4) / 3 > max_records then
   return {'TOO_MANY', index}
 end
 -- Checked against the hash and against the records earlier in this same call.
 local seen = {}
-for i = 5, #ARGV, 3 do
+for i = 6, #ARGV, 3 do
   if seen[ARGV[i]] or redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
     return {'DUPLICATE', ARGV[i]}
   end
   seen[ARGV[i]] = true
 end
 
-for i = 4, #ARGV, 3 do
+for i = 5, #ARGV, 3 do
   redis.call('RPUSH', KEYS[2], ARGV[i])
   redis.call('HSET', KEYS[1], ARGV[i + 1], '1')
   if ARGV[i + 2] ~= 'prepared' then

@@ -17,7 +17,7 @@ from typing import Protocol
 from fastdtm.errors import BadRequest
 from fastdtm.models import ASCII_DIGITS, GID_PATTERN, MAX_TIME_MS, Branch, Transaction
 from fastdtm.records import record
-from fastdtm.states import TransStatus, can_transition
+from fastdtm.states import HTTP, TransStatus, can_transition
 
 
 @record
@@ -141,8 +141,11 @@ class Store(Protocol):
         TransNotFound having written nothing."""
         ...
 
-    async def register_branches(self, gid: str, trans_type: str, branches: Sequence[Branch], now_ms: int) -> None:
-        """Append branches while the transaction is prepared; raises TransNotFound, Stale, Refused."""
+    async def register_branches(
+        self, gid: str, trans_type: str, branches: Sequence[Branch], now_ms: int, protocol: str = HTTP
+    ) -> None:
+        """Append branches while the transaction is prepared and of `protocol` (how the branches' bodies are kept);
+        raises TransNotFound, Stale, Refused, ProtocolMismatch."""
         ...
 
     async def touch(self, gid: str, next_cron_ms: int, now_ms: int) -> TransStatus:

@@ -22,7 +22,7 @@ from fastdtm.clock import Clock, SystemClock
 from fastdtm.errors import LeaseLost, Refused
 from fastdtm.metrics import Metrics
 from fastdtm.models import MAX_BRANCHES, Branch, Transaction
-from fastdtm.states import TERMINAL, TransStatus
+from fastdtm.states import HTTP, TERMINAL, TransStatus
 from fastdtm.store import sqlite_cron as cron, sqlite_trans as sql
 from fastdtm.store.base import Change, ListPage, ListQuery, Taken, parse_position
 from fastdtm.store.replies import raise_for
@@ -99,9 +99,13 @@ class EmbeddedStore:
         self._count("take_over")
         return await self.db.write(sql.take_over, change, holder, self.clock.now_ms())
 
-    async def register_branches(self, gid: str, trans_type: str, branches: Sequence[Branch], now_ms: int) -> None:
+    async def register_branches(
+        self, gid: str, trans_type: str, branches: Sequence[Branch], now_ms: int, protocol: str = HTTP
+    ) -> None:
         self._count("register_branch")
-        reply = await self.db.write(sql.register_branch, gid, trans_type, branches, now_ms, self.clock.now_ms())
+        reply = await self.db.write(
+            sql.register_branch, gid, trans_type, branches, now_ms, self.clock.now_ms(), protocol
+        )
         raise_for(reply, gid, trans_type=trans_type, limit=MAX_BRANCHES)
 
     async def touch(self, gid: str, next_cron_ms: int, now_ms: int) -> TransStatus:

@@ -20,7 +20,7 @@ from fastdtm.log_throttle import FaultLog
 from fastdtm.metrics import Metrics
 from fastdtm.models import MAX_BRANCHES, Branch, Transaction
 from fastdtm.sharding import Keys
-from fastdtm.states import TERMINAL, TransStatus
+from fastdtm.states import HTTP, TERMINAL, TransStatus
 from fastdtm.store import hashes
 from fastdtm.store.base import Change, ListPage, ListQuery, Taken, check_take_over, parse_position
 from fastdtm.store.redis_client import Commands
@@ -166,9 +166,11 @@ class RedisStore:
         raise_for(reply, change.gid, trans_type=change.trans_type)
         return _taken(reply)
 
-    async def register_branches(self, gid: str, trans_type: str, branches: Sequence[Branch], now_ms: int) -> None:
+    async def register_branches(
+        self, gid: str, trans_type: str, branches: Sequence[Branch], now_ms: int, protocol: str = HTTP
+    ) -> None:
         g, b, *_ = self.keys.of_trans(gid)
-        args: list[str | int] = [now_ms, trans_type, MAX_BRANCHES]
+        args: list[str | int] = [now_ms, trans_type, MAX_BRANCHES, protocol]
         for branch in branches:
             args += [hashes.branch_record(branch), hashes.unique_field(branch), branch.status]
         reply = await self._run("register_branch", [g, b], args)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from fastdtm.errors import Fenced, Held, LeaseLost, Refused, Stale, TransNotFound
+from fastdtm.errors import Fenced, Held, LeaseLost, ProtocolMismatch, Refused, Stale, TransNotFound
 
 
 def raise_for(reply: Sequence[Any], gid: str, *, trans_type: str = "", shard: int = 0, limit: int = 0) -> None:
@@ -30,5 +30,7 @@ def raise_for(reply: Sequence[Any], gid: str, *, trans_type: str = "", shard: in
         raise Refused(f"transaction '{gid}' has {reply[1]} branches: no more may be registered (at most {limit})")
     if tag == "DUPLICATE":
         raise Refused(f"branch {reply[1].removeprefix('u:')} of '{gid}' is already registered (UniqueKeyConflict)")
+    if tag == "WRONG_PROTOCOL":
+        raise ProtocolMismatch(reply[1])
     if tag == "LEASE_LOST":
         raise LeaseLost(f"shard {shard}")

@@ -20,7 +20,7 @@ from typing import Final, TypeAlias
 
 from fastdtm.errors import Held
 from fastdtm.models import MAX_BRANCHES, Branch, Transaction
-from fastdtm.states import TERMINAL, BranchStatus, TransStatus
+from fastdtm.states import HTTP, TERMINAL, BranchStatus, TransStatus
 from fastdtm.store import hashes
 from fastdtm.store.base import Change, Taken, check_take_over
 from fastdtm.store.replies import raise_for
@@ -171,17 +171,26 @@ def _taken(conn: sqlite3.Connection, gid: str, wall_ms: int) -> Taken:
 
 
 def register_branch(
-    conn: sqlite3.Connection, gid: str, trans_type: str, branches: Sequence[Branch], now_ms: int, wall_ms: int
+    conn: sqlite3.Connection,
+    gid: str,
+    trans_type: str,
+    branches: Sequence[Branch],
+    now_ms: int,
+    wall_ms: int,
+    protocol: str,
 ) -> Reply:
-    """register_branch.lua: append branches while the transaction is prepared and of that type."""
-    row = conn.execute(f"SELECT status, trans_type FROM trans WHERE gid = ? AND {ALIVE}", (gid, wall_ms)).fetchone()
+    """register_branch.lua: append branches while the transaction is prepared and of that type and protocol."""
+    query = f"SELECT status, trans_type, protocol FROM trans WHERE gid = ? AND {ALIVE}"
+    row = conn.execute(query, (gid, wall_ms)).fetchone()
     if row is None:
         return ("NOT_FOUND",)
-    status, stored_type = row
+    status, stored_type, stored_protocol = row
     if stored_type != trans_type:
         return ("WRONG_TYPE", stored_type)
     if status != TransStatus.PREPARED:
         return ("NOT_PREPARED", status)
+    if (stored_protocol or HTTP) != protocol:
+        return ("WRONG_PROTOCOL", stored_protocol or HTTP)
     (count,) = conn.execute("SELECT COUNT(*) FROM branch WHERE gid = ?", (gid,)).fetchone()
     if count + len(branches) > MAX_BRANCHES:  # the list's length, as the script's LLEN
         return ("TOO_MANY", str(count))

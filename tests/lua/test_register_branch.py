@@ -1,9 +1,10 @@
 """`register_branch.lua`: append branch records to a prepared transaction of the caller's type (tcc, xa,
 workflow registerBranch), refusing a (branch_id, op) registered before. Pins KEYS g, b; ARGV now_ms, trans_type, limit,
-then triples record / unique field "u:<branch_id>:<op>" / status; on OK the records go to the end of the list in
-order, each unique field is set, a record registered with a status other than prepared gets its progress field
+protocol, then triples record / unique field "u:<branch_id>:<op>" / status; on OK the records go to the end of the list
+in order, each unique field is set, a record registered with a status other than prepared gets its progress field
 s<index> = "<status> <now_ms>" (index = its place in the whole list), and update_time is set; replies {"OK"} |
-{"NOT_FOUND"} | {"WRONG_TYPE", stored type} | {"NOT_PREPARED", status} | {"DUPLICATE", unique field}, each refusal
+{"NOT_FOUND"} | {"WRONG_TYPE", stored type} | {"NOT_PREPARED", status} | {"WRONG_PROTOCOL", stored protocol} |
+{"DUPLICATE", unique field}, each refusal
 writing nothing; and the `RedisStore.register_branches` mapping to `TransNotFound` / `Stale(.current)` /
 `Refused`."""
 
@@ -49,11 +50,30 @@ def tcc_fields(gid: str, status: str = "prepared", **extra: str) -> dict[str, st
 
 
 async def register(
-    client: Client, gid: str, *triples: Triple, trans_type: str = "tcc", now: int = NOW, limit: int = 2000
+    client: Client,
+    gid: str,
+    *triples: Triple,
+    trans_type: str = "tcc",
+    now: int = NOW,
+    limit: int = 2000,
+    protocol: str = "http",
 ) -> Any:
     """One `register_branch` call, arguments in the header's order."""
     g, b, *_ = KEYS.of_trans(gid)
-    return await REGISTER_BRANCH(client, [g, b], [now, trans_type, limit, *(item for t in triples for item in t)])
+    flat = (item for t in triples for item in t)
+    return await REGISTER_BRANCH(client, [g, b], [now, trans_type, limit, protocol, *flat])
+
+
+async def test_a_transaction_of_the_other_protocol_is_refused_and_nothing_written(client: Client) -> None:
+    await seed(client, "g1", tcc_fields("g1"), due=DUE_AT)  # no protocol field: http, the default
+    await seed(client, "g2", tcc_fields("g2", protocol="grpc"), due=DUE_AT)
+    before = await trans_state(client, "g1"), await trans_state(client, "g2")
+
+    assert tagged(await register(client, "g1", triple("01", "cancel"), protocol="grpc")) == ["WRONG_PROTOCOL", "http"]
+    assert tagged(await register(client, "g2", triple("01", "cancel"))) == ["WRONG_PROTOCOL", "grpc"]
+
+    assert (await trans_state(client, "g1"), await trans_state(client, "g2")) == before
+    assert tagged(await register(client, "g2", triple("01", "cancel"), protocol="grpc")) == ["OK"]
 
 
 async def test_no_more_records_than_the_limit_and_nothing_written(client: Client) -> None:
