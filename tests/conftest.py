@@ -25,6 +25,7 @@ from tests.support.redis_servers import (
     RedisTarget,
     RedisUnavailable,
 )
+from tests.support.tls import OpensslUnavailable, Pki, make_pki
 
 T = TypeVar("T")
 
@@ -133,6 +134,15 @@ def node_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeFacto
 @pytest.fixture
 def node(node_factory: NodeFactory, store_url: str) -> FastdtmNode:
     return node_factory(store_url)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A private CA (openssl) with a server and a client certificate for 127.0.0.1, one per test module."""
+    try:
+        return make_pki(tmp_path_factory.mktemp("pki"))
+    except OpensslUnavailable as exc:
+        missing_toolchain(str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -27,11 +27,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from fastdtm.proto import dtmgimp_pb2 as pb
-from tests.conftest import missing_toolchain
 from tests.support.busi import BusiServer, Call, Reply
 from tests.support.node import FastdtmNode, NodeFactory, node_env
 from tests.support.redis_servers import HOST, RedisServer, free_port
-from tests.support.tls import OpensslUnavailable, Pki, make_pki
+from tests.support.tls import Pki
 
 CLIENT = "grpc-client-token-5c1d0e7a"
 OPERATOR = "grpc-operator-token-9b2f44aa"
@@ -134,14 +133,6 @@ async def test_a_store_that_does_not_answer_is_unavailable(node_factory: NodeFac
             assert "store error" in words
     finally:
         redis_server.stop()
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    try:
-        return make_pki(tmp_path_factory.mktemp("pki"))
-    except OpensslUnavailable as exc:
-        missing_toolchain(str(exc))
 
 
 async def test_grpc_over_tls_with_the_node_certificate(node_factory: NodeFactory, tmp_path: Path, pki: Pki) -> None:

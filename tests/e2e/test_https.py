@@ -18,15 +18,7 @@ from tests.support.busi import BusiServer
 from tests.support.node import FastdtmNode
 from tests.support.processes import tail
 from tests.support.redis_servers import RedisUnavailable
-from tests.support.tls import OpensslUnavailable, Pki, TlsRedisServer, make_pki
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    try:
-        return make_pki(tmp_path_factory.mktemp("pki"))
-    except OpensslUnavailable as exc:
-        missing_toolchain(str(exc))
+from tests.support.tls import Pki, TlsRedisServer, make_pki
 
 
 @pytest.fixture(scope="module")

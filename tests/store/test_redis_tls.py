@@ -20,20 +20,12 @@ from tests.conftest import missing_toolchain
 from tests.store.contract import CHECKS, Check
 from tests.store.subjects import RedisSubject
 from tests.support.redis_servers import RedisUnavailable
-from tests.support.tls import OpensslUnavailable, Pki, TlsRedisCluster, TlsRedisServer, make_pki
+from tests.support.tls import Pki, TlsRedisCluster, TlsRedisServer, make_pki
 
 #: Scripts every connection loads first, as a node's client does: the client certificate is asked for then.
 PRELOAD: Final = [Script("load").source]
 #: Failures are "not sent": retried for `retry` seconds, then raised.
 QUICK: Final = Timeouts(connect=2.0, retry=0.3)
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    try:
-        return make_pki(tmp_path_factory.mktemp("pki"))
-    except OpensslUnavailable as exc:
-        missing_toolchain(str(exc))
 
 
 def start(pki: Pki, auth_clients: str) -> TlsRedisServer:

@@ -12,17 +12,7 @@ import pytest
 from fastdtm.cli import _https, main
 from fastdtm.config import Settings, SettingsError
 from fastdtm.store.redis_client import Cluster, Redis, TlsOptions, connect, parse_url
-from tests.conftest import missing_toolchain
-from tests.support.tls import OpensslUnavailable, Pki, make_pki
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    try:
-        return make_pki(tmp_path_factory.mktemp("pki"))
-    except OpensslUnavailable as exc:
-        missing_toolchain(str(exc))
-
+from tests.support.tls import Pki
 
 # ----------------------------------------------------------------------------- HTTPS serving
 
