@@ -1,21 +1,23 @@
 """fastdtm beside Go DTM v1.19.0: same machine, same Redis, same branch server, same load.
 
 For each coordinator in turn (Go DTM, then fastdtm), on an emptied private Redis, it runs each
-workload (``saga-empty``, ``saga-http``, ``msg``, ``tcc``, see ``bench/loadgen``) at each concurrency,
-and measures transactions/s, p50/p99 latency, errors, coordinator and redis-server CPU seconds per
-1,000 transactions, and Redis commands (and EVAL/EVALSHA) per transaction. It prints a markdown table
-with a fastdtm/Go DTM ratio, writes the figures to ``bench/results/side_by_side-<time>.json`` and
-draws tx/s against concurrency to ``bench/side_by_side.png``.
+workload (``saga-empty``, ``saga-http``, ``msg``, ``tcc`` over HTTP, ``saga-grpc`` over DTM's gRPC API,
+see ``bench/loadgen``) at each concurrency, and measures transactions/s, p50/p99 latency, errors,
+coordinator and redis-server CPU seconds per 1,000 transactions, and Redis commands (and EVAL/EVALSHA)
+per transaction. It prints a markdown table with a fastdtm/Go DTM ratio, writes the figures to
+``bench/results/side_by_side-<time>.json`` and draws tx/s against concurrency to ``bench/side_by_side.png``.
 
 It owns the whole set-up: installs what is missing (redis-server and nginx from apt, Go DTM with
-``go install``, the Go load generator with ``go build``), starts a private redis-server and nginx on
-free loopback ports, starts and stops each coordinator by pid, and pins with taskset: the coordinator
-under test alone on cpu 1, everything else on cpu 0.
+``go install``, the Go load generator with ``go build``), starts a private redis-server, nginx (the HTTP
+branch server) and the load generator's gRPC branch server on free loopback ports, starts and stops each
+coordinator by pid, and pins with taskset: the coordinator under test alone on cpu 1, everything else on
+cpu 0.
 
 Run (from the repository root):
     make bench
     .venv/bin/python bench/side_by_side.py --duration 15 --concurrency 16,64
     .venv/bin/python bench/side_by_side.py --duration 3 --concurrency 16 --workloads saga-empty,tcc
+    .venv/bin/python bench/side_by_side.py --duration 10 --concurrency 16,64 --workloads saga-http,saga-grpc
 """
 
 from __future__ import annotations
@@ -72,7 +74,8 @@ from benchlib import (
     write_results,
 )
 
-WORKLOADS = ("saga-empty", "saga-http", "msg", "tcc")
+WORKLOADS = ("saga-empty", "saga-http", "msg", "tcc", "saga-grpc")
+GRPC_WORKLOADS = ("saga-grpc",)  # on the coordinator's gRPC port, branches on the gRPC branch server
 SERVERS = {"godtm": "Go DTM", "fastdtm": "fastdtm"}  # key -> display name; the ratio is fastdtm / Go DTM
 GO_DTM_MODULE = "github.com/dtm-labs/dtm"
 GO_DTM_BIN = REPO_ROOT / ".tools" / "go-dtm" / "bin" / "dtm"
@@ -81,7 +84,7 @@ LOADGEN_BIN = REPO_ROOT / ".tools" / "loadgen" / "loadgen"
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 CHART = REPO_ROOT / "bench" / "side_by_side.png"
 EVAL_COMMANDS = ("eval", "evalsha", "eval_ro", "evalsha_ro")
-SUPPORT_ROLES = ("redis", "nginx", "loadgen")  # what runs beside the harness on --support-cpus
+SUPPORT_ROLES = ("redis", "nginx", "grpc_branch", "loadgen")  # what runs beside the harness on --support-cpus
 # Equivalent log levels: both servers then log only problems, not a line per request.
 LOG_LEVELS = {"warn": ("warn", "warning"), "error": ("error", "error")}  # flag -> (Go DTM, fastdtm)
 # A loadgen transaction is at most 6 requests (tcc), each bounded by --request-timeout.
@@ -99,8 +102,9 @@ def setup(args: argparse.Namespace) -> None:
         steps.append([str(REPO_ROOT / "scripts" / "install-go-dtm.sh")])
     for argv in steps:
         _run_step(argv, REPO_ROOT, None, deadline)
-    # Standard library only: nothing to download (GOPROXY=off), and no go.work around it may interfere.
-    env = {**os.environ, "GOPROXY": "off", "GOWORK": "off", "GOFLAGS": ""}
+    # Its modules (grpc-go, the DTM client SDK's messages) come from the Go module proxy, checked against
+    # its go.sum; once in the module cache the build needs no network. No go.work around it may interfere.
+    env = {**os.environ, "GOWORK": "off", "GOFLAGS": ""}
     LOADGEN_BIN.parent.mkdir(parents=True, exist_ok=True)
     _run_step(["go", "build", "-buildvcs=false", "-o", str(LOADGEN_BIN), "."], LOADGEN_SRC, env, deadline)
 
@@ -121,7 +125,7 @@ def _run_step(argv: list[str], cwd: Path, env: dict[str, str] | None, deadline: 
 @dataclass(frozen=True, slots=True)
 class Pinning:
     coordinator: str | None  # cpus of the coordinator under test, alone
-    support: str | None  # cpus of redis-server, nginx, the load generator and this harness
+    support: str | None  # cpus of redis-server, the branch servers, the load generator and this harness
     note: str
 
 
@@ -139,7 +143,7 @@ def choose_pinning(args: argparse.Namespace) -> Pinning:
     os.sched_setaffinity(0, {int(c) for c in support})  # this harness stays off the coordinator's core
     note = (
         f"pinned: coordinator under test alone on cpu {args.coordinator_cpus}; redis-server, nginx, "
-        f"the load generator and this harness on cpu {args.support_cpus}"
+        f"the gRPC branch server, the load generator and this harness on cpu {args.support_cpus}"
     )
     return Pinning(args.coordinator_cpus, args.support_cpus, note)
 
@@ -168,6 +172,15 @@ def start_nginx(stack: ExitStack, pin: Pinning, log_dir: Path) -> tuple[Managed,
     return proc, port
 
 
+def start_grpc_branch(stack: ExitStack, pin: Pinning, log_dir: Path) -> tuple[Managed, int]:
+    """The gRPC branch server of saga-grpc (`loadgen grpc-branch`): every method answers OK, an Empty."""
+    port = free_port()
+    argv = [str(LOADGEN_BIN), "grpc-branch", "-listen", f"{LOOPBACK}:{port}"]
+    proc = spawn("grpc-branch", argv, pin.support, log_dir, cwd=log_dir)
+    stack.callback(proc.stop)
+    return proc, port
+
+
 # ----------------------------------------------------------------------------- coordinators
 
 
@@ -177,6 +190,7 @@ class Coordinator:
     proc: Managed
     url: str
     ready_path: str
+    grpc_port: int = 0  # its gRPC API (dtmgimp.Dtm) on LOOPBACK; 0: none
 
     @property
     def name(self) -> str:
@@ -195,14 +209,14 @@ LogLevel: {log_level}
 
 
 def start_godtm(args: argparse.Namespace, pin: Pinning, log_dir: Path, redis_port: int) -> Coordinator:
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     conf = log_dir / "godtm.yml"
     conf.write_text(
         GO_DTM_CONF.format(
             host=LOOPBACK,
             redis_port=redis_port,
             http_port=port,
-            grpc_port=free_port(),  # unused here, but Go DTM always listens on it (default 36790)
+            grpc_port=grpc_port,  # Go DTM always listens on it (default 36790); saga-grpc calls it
             log_level=LOG_LEVELS[args.log_level][0],
         )
     )
@@ -213,18 +227,20 @@ def start_godtm(args: argparse.Namespace, pin: Pinning, log_dir: Path, redis_por
         env["GOMAXPROCS"] = str(len(cpu_list(pin.coordinator)))
     proc = spawn("godtm", [str(GO_DTM_BIN), "-c", str(conf)], pin.coordinator, log_dir, env=env, cwd=log_dir)
     print(f"Go DTM: {GO_DTM_BIN} -c {conf} (GOMAXPROCS={env.get('GOMAXPROCS', 'default')})", flush=True)
-    return Coordinator("godtm", proc, f"http://{LOOPBACK}:{port}", "/api/ping")
+    return Coordinator("godtm", proc, f"http://{LOOPBACK}:{port}", "/api/ping", grpc_port)
 
 
 def start_fastdtm(args: argparse.Namespace, pin: Pinning, log_dir: Path, redis_port: int) -> Coordinator:
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     exe = Path(sys.executable).with_name("fastdtm")  # the venv's console script
     argv = [str(exe), "serve", "--store", f"redis://{LOOPBACK}:{redis_port}/0", "--host", LOOPBACK]
-    # --workers 1 explicitly: one uvicorn worker, whatever FASTDTM_WORKERS says.
-    argv += ["--port", str(port), "--workers", "1", "--log-level", LOG_LEVELS[args.log_level][1]]
+    # --workers 1 explicitly: one uvicorn worker, whatever FASTDTM_WORKERS says. Like Go DTM it always
+    # serves gRPC too, on a free port rather than the default 36790.
+    argv += ["--port", str(port), "--grpc-port", str(grpc_port), "--workers", "1"]
+    argv += ["--log-level", LOG_LEVELS[args.log_level][1]]
     proc = spawn("fastdtm", argv, pin.coordinator, log_dir)
     print("fastdtm:", " ".join(argv), flush=True)
-    return Coordinator("fastdtm", proc, f"http://{LOOPBACK}:{port}", "/api/ready")
+    return Coordinator("fastdtm", proc, f"http://{LOOPBACK}:{port}", "/api/ready", grpc_port)
 
 
 async def server_version(coord: Coordinator) -> str:
@@ -255,7 +271,9 @@ class Context:
     log_dir: Path
     redis: Managed
     nginx: Managed
-    branch_base: str  # nginx URL the workloads put in their branch URLs
+    branch_base: str  # nginx URL the HTTP workloads put in their branch URLs
+    grpc_branch: Managed
+    grpc_branch_addr: str  # host:port of the gRPC branch server, for saga-grpc's branch URLs
     admin: RedisAdmin  # opened once; INFO does not count itself, CONFIG RESETSTAT does (OWN_COMMANDS)
 
 
@@ -289,7 +307,7 @@ class Level:
 
     def busy_pct(self, *roles: str) -> float:
         """Share of one core these roles used over the window: near 100 for the coordinator means it is
-        the limit; the support roles (redis, nginx, loadgen) near 100 would mean they are."""
+        the limit; the support roles (redis, the branch servers, loadgen) near 100 would mean they are."""
         return 100 * sum(self.cpu[r] for r in roles) / self.cpu_window_s if self.cpu_window_s > 0 else float("nan")
 
     @property
@@ -325,7 +343,11 @@ def failed_calls(info: bytes) -> int:
 
 
 def loadgen_argv(ctx: Context, coord: Coordinator, workload: str, *extra: str) -> list[str]:
-    argv = [str(LOADGEN_BIN), "-coord", coord.url, "-branch", ctx.branch_base, "-workload", workload]
+    argv = [str(LOADGEN_BIN), "-coord", coord.url, "-workload", workload]
+    if workload in GRPC_WORKLOADS:
+        argv += ["-grpc", f"{LOOPBACK}:{coord.grpc_port}", "-grpc-branch", ctx.grpc_branch_addr]
+    else:
+        argv += ["-branch", ctx.branch_base]
     return pinned([*argv, "-timeout", f"{ctx.args.request_timeout}s", *extra], ctx.pin.support)
 
 
@@ -383,7 +405,13 @@ async def _collect(
     ctx: Context, coord: Coordinator, workload: str, concurrency: int, proc: asyncio.subprocess.Process
 ) -> Level:
     """Reads the load generator's lines; CPU and Redis counters are read when its window opens and closes."""
-    roles = {"coordinator": coord.proc.pid, "redis": ctx.redis.pid, "nginx": ctx.nginx.pid, "loadgen": proc.pid}
+    roles = {
+        "coordinator": coord.proc.pid,
+        "redis": ctx.redis.pid,
+        "nginx": ctx.nginx.pid,
+        "grpc_branch": ctx.grpc_branch.pid,
+        "loadgen": proc.pid,
+    }
     marks: dict[str, Mark] = {}
     info, report = b"", None
     assert proc.stdout is not None and proc.stdin is not None
@@ -448,6 +476,8 @@ async def run_server(ctx: Context, key: str, redis_port: int) -> tuple[list[Leve
         coord = start(args, ctx.pin, ctx.log_dir, redis_port)
         stack.callback(coord.proc.stop)
         await wait_ready(coord.proc, coord.url + coord.ready_path, args.ready_timeout)
+        if any(w in GRPC_WORKLOADS for w in args.workloads):
+            await wait_tcp(coord.proc, coord.grpc_port, args.ready_timeout)
         meta: dict[str, Any] = {"version": await server_version(coord), "log": str(coord.proc.log_path)}
         print(f"{coord.name}: {meta['version']}, ready at {coord.url}", flush=True)
         for workload in args.workloads:
@@ -473,11 +503,15 @@ async def run(args: argparse.Namespace, pin: Pinning) -> tuple[list[Level], dict
     with ExitStack() as stack:
         redis, redis_port = start_redis(stack, args.redis_server, pin.support, log_dir)
         nginx, nginx_port = start_nginx(stack, pin, log_dir)
+        grpc_branch, grpc_branch_port = start_grpc_branch(stack, pin, log_dir)
         await wait_tcp(redis, redis_port, 10)
         await wait_tcp(nginx, nginx_port, 10)
+        await wait_tcp(grpc_branch, grpc_branch_port, 10)
         admin = await RedisAdmin.connect(redis_port)
         try:
-            ctx = Context(args, pin, log_dir, redis, nginx, f"http://{LOOPBACK}:{nginx_port}/api/busi", admin)
+            branch_base = f"http://{LOOPBACK}:{nginx_port}/api/busi"
+            grpc_branch_addr = f"{LOOPBACK}:{grpc_branch_port}"
+            ctx = Context(args, pin, log_dir, redis, nginx, branch_base, grpc_branch, grpc_branch_addr, admin)
             meta["machine"] = machine(await redis_version(redis_port))
             print(f"{meta['machine']}\n{pin.note}\nlogs: {log_dir}\n", flush=True)
             for key in args.servers:
@@ -506,9 +540,10 @@ def level_line(r: Level) -> str:
         f"  {SERVERS[r.server]:<7} {r.workload:<10} c={r.concurrency:<4} {r.tps:8.1f} tx/s  p50 {rep['p50_ms']:.1f} "
         f"p99 {rep['p99_ms']:.1f} max {rep['max_ms']:.1f} ms  errors {rep['errors']}  "
         f"CPU s/1k tx: coordinator {fmt(r.cpu_per_1k('coordinator'), 3)} redis {fmt(r.cpu_per_1k('redis'), 3)} "
-        f"nginx {fmt(r.cpu_per_1k('nginx'), 3)} loadgen {fmt(r.cpu_per_1k('loadgen'), 3)}  "
+        f"nginx {fmt(r.cpu_per_1k('nginx'), 3)} grpc-branch {fmt(r.cpu_per_1k('grpc_branch'), 3)} "
+        f"loadgen {fmt(r.cpu_per_1k('loadgen'), 3)}  "
         f"busy: coordinator cpus {r.cores_busy['coordinator']:.0f}% (coordinator {r.busy_pct('coordinator'):.0f}%), "
-        f"support cpus {r.cores_busy['support']:.0f}% (redis+nginx+loadgen {r.busy_pct(*SUPPORT_ROLES):.0f}%)  "
+        f"support cpus {r.cores_busy['support']:.0f}% (redis+branches+loadgen {r.busy_pct(*SUPPORT_ROLES):.0f}%)  "
         f"Redis calls/tx {fmt(r.redis_calls_per_tx)} EVAL*/tx {fmt(r.eval_per_tx)}"
     )
     reasons = [f"\n    error x{e['count']}: {e['reason']}" for e in rep.get("error_reasons") or []]
@@ -638,7 +673,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--log-level", choices=tuple(LOG_LEVELS), default="warn", help="both servers' (default warn)")
     p.add_argument("--coordinator-cpus", default="1", help="cpus of the coordinator under test, alone (default 1)")
-    p.add_argument("--support-cpus", default="0", help="cpus of redis, nginx, the load generator (default 0)")
+    p.add_argument(
+        "--support-cpus", default="0", help="cpus of redis, the branch servers, the load generator (default 0)"
+    )
     p.add_argument("--no-pin", action="store_true", help="do not pin processes to cpus")
     p.add_argument("--request-timeout", type=float, default=10.0, help="load generator timeout per request, s")
     p.add_argument("--ready-timeout", type=float, default=60.0, help="seconds to wait for a server to be ready")
@@ -655,7 +692,8 @@ def time_bound(args: argparse.Namespace) -> float:
     """Upper bound of the measuring part, from the flags (set-up has --setup-timeout)."""
     tx_bound = REQUESTS_PER_TX * args.request_timeout
     per_level: float = args.warmup + args.duration + tx_bound + args.pause + 15
-    per_server: float = args.ready_timeout + len(args.workloads) * (tx_bound + 10) + args.idle_seconds + 20
+    # Ready over HTTP, then (with a gRPC workload) the gRPC port: each within --ready-timeout.
+    per_server: float = 2 * args.ready_timeout + len(args.workloads) * (tx_bound + 10) + args.idle_seconds + 20
     levels = len(args.workloads) * len(args.concurrency)
     return 30 + len(args.servers) * (per_server + per_level * levels)
 

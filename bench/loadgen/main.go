@@ -1,6 +1,6 @@
 // Command loadgen is the closed-loop load generator of bench/side_by_side.py: it drives DTM's HTTP
-// API (fastdtm or Go DTM, the same bytes to both) with whole transactions and reports per-transaction
-// throughput and latency as one JSON line.
+// API, or its gRPC API (-workload saga-grpc, grpc.go), of fastdtm or Go DTM, the same bytes to both,
+// with whole transactions and reports per-transaction throughput and latency as one JSON line.
 //
 // Why not wrk: a msg transaction is two requests and a TCC transaction is six (four of them to the
 // coordinator, two "try" calls to the branch server), each reply must be checked, every transaction
@@ -15,7 +15,10 @@
 // read this process's CPU time in /proc after the window (a short transaction drains in milliseconds).
 // With -verify, it runs one transaction, then checks with GET /api/dtmsvr/query that it succeeded.
 //
-// Standard library only, so it builds offline: go build -o loadgen .
+// `loadgen grpc-branch -listen ADDR` is instead the gRPC branch server of saga-grpc (grpc.go).
+//
+// Dependencies: the standard library, and for gRPC grpc-go and the DTM client SDK's generated
+// messages (go.mod): go build -o loadgen .
 package main
 
 import (
@@ -37,6 +40,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"google.golang.org/grpc"
 )
 
 // payload is the branch body of every workload, the shape DTM's examples use.
@@ -50,6 +55,8 @@ var validPrefix = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 type config struct {
 	coord       string // coordinator base URL, e.g. http://127.0.0.1:36789
 	branch      string // branch server base URL, e.g. http://127.0.0.1:8081/api/busi
+	grpc        string // coordinator gRPC address (saga-grpc), e.g. 127.0.0.1:36790
+	grpcBranch  string // gRPC branch server address (saga-grpc), e.g. 127.0.0.1:50589
 	workload    string
 	concurrency int
 	warmup      time.Duration
@@ -68,15 +75,23 @@ var workloads = map[string]func(c *client) txFunc{
 	"saga-http":  sagaWorkload(true),
 	"msg":        msgWorkload,
 	"tcc":        tccWorkload,
+	"saga-grpc":  grpcSagaWorkload,
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "grpc-branch" {
+		os.Exit(grpcBranchMain(os.Args[2:]))
+	}
 	cfg, err := parseFlags()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "loadgen:", err)
 		os.Exit(2)
 	}
-	c := newClient(cfg)
+	c, err := newClient(cfg)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadgen:", err)
+		os.Exit(2)
+	}
 	tx := workloads[cfg.workload](c)
 	if cfg.verify {
 		os.Exit(verify(c, cfg, tx))
@@ -90,12 +105,14 @@ func main() {
 func parseFlags() (config, error) {
 	var cfg config
 	flag.StringVar(&cfg.coord, "coord", "", "coordinator base URL (required), e.g. http://127.0.0.1:36789")
-	flag.StringVar(&cfg.branch, "branch", "", "branch server base URL (required), e.g. http://127.0.0.1:8081/api/busi")
-	flag.StringVar(&cfg.workload, "workload", "saga-empty", "saga-empty, saga-http, msg or tcc")
+	flag.StringVar(&cfg.branch, "branch", "", "branch server base URL (HTTP workloads), e.g. http://127.0.0.1:8081/api/busi")
+	flag.StringVar(&cfg.grpc, "grpc", "", "coordinator gRPC address (saga-grpc), e.g. 127.0.0.1:36790")
+	flag.StringVar(&cfg.grpcBranch, "grpc-branch", "", "gRPC branch server address (saga-grpc), e.g. 127.0.0.1:50589")
+	flag.StringVar(&cfg.workload, "workload", "saga-empty", "saga-empty, saga-http, msg, tcc or saga-grpc")
 	flag.IntVar(&cfg.concurrency, "concurrency", 16, "transactions in flight (goroutines)")
 	flag.DurationVar(&cfg.warmup, "warmup", 3*time.Second, "unmeasured time before the window")
 	flag.DurationVar(&cfg.duration, "duration", 10*time.Second, "measured window")
-	flag.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "timeout of one HTTP request")
+	flag.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "timeout of one HTTP request or gRPC call")
 	flag.StringVar(&cfg.prefix, "prefix", "", "gid prefix, unique per run (default: from the clock)")
 	flag.BoolVar(&cfg.verify, "verify", false, "run one transaction and check its stored status, then exit")
 	flag.BoolVar(&cfg.markers, "markers", false, "print window_start / window_end event lines")
@@ -103,10 +120,14 @@ func parseFlags() (config, error) {
 	switch {
 	case flag.NArg() > 0:
 		return cfg, fmt.Errorf("unexpected arguments %q", flag.Args())
-	case cfg.coord == "" || cfg.branch == "":
-		return cfg, errors.New("-coord and -branch are required")
 	case workloads[cfg.workload] == nil:
 		return cfg, fmt.Errorf("unknown workload %q", cfg.workload)
+	case cfg.coord == "":
+		return cfg, errors.New("-coord is required (the HTTP API: -verify reads the transaction back there)")
+	case cfg.workload == "saga-grpc" && (cfg.grpc == "" || cfg.grpcBranch == ""):
+		return cfg, errors.New("saga-grpc needs -grpc and -grpc-branch")
+	case cfg.workload != "saga-grpc" && cfg.branch == "":
+		return cfg, errors.New("-branch is required")
 	case cfg.concurrency < 1 || cfg.duration <= 0 || cfg.warmup < 0 || cfg.timeout <= 0:
 		return cfg, errors.New("-concurrency, -duration and -timeout must be positive, -warmup not negative")
 	}
@@ -129,9 +150,13 @@ type client struct {
 	api  string // <coord>/api/dtmsvr
 	// Branch base URL; the workloads add /TransOut, /TransIn, ...
 	branch string
+	// saga-grpc only: one connection to the coordinator's gRPC port, and the branch server's address.
+	grpc       *grpc.ClientConn
+	grpcBranch string
+	timeout    time.Duration
 }
 
-func newClient(cfg config) *client {
+func newClient(cfg config) (*client, error) {
 	transport := &http.Transport{
 		Proxy:       nil, // loopback: never through an environment proxy
 		DialContext: (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
@@ -145,11 +170,21 @@ func newClient(cfg config) *client {
 		ForceAttemptHTTP2: false,
 		TLSNextProto:      map[string]func(string, *tls.Conn) http.RoundTripper{},
 	}
-	return &client{
-		http:   &http.Client{Transport: transport, Timeout: cfg.timeout},
-		api:    cfg.coord + "/api/dtmsvr",
-		branch: cfg.branch,
+	c := &client{
+		http:       &http.Client{Transport: transport, Timeout: cfg.timeout},
+		api:        cfg.coord + "/api/dtmsvr",
+		branch:     cfg.branch,
+		grpcBranch: cfg.grpcBranch,
+		timeout:    cfg.timeout,
 	}
+	if cfg.grpc != "" {
+		conn, err := dialGrpc(cfg.grpc)
+		if err != nil {
+			return nil, fmt.Errorf("-grpc %s: %w", cfg.grpc, err)
+		}
+		c.grpc = conn
+	}
+	return c, nil
 }
 
 // post sends a JSON body; the step succeeded when the reply is HTTP 200 with SUCCESS in its body
