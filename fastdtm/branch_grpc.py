@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 IDLE_TIMEOUT: Final = 60.0
 #: Channels open at once; past it the least recently used one is closed.
 MAX_CHANNELS: Final = 1024
+#: Branch URLs whose parse is kept; past it the cache is emptied and starts again.
+MAX_TARGETS: Final = 4096
 #: Bytes of a reply message accepted (gRPC's own default limit).
 MAX_REPLY_BYTES: Final = 4 << 20
 #: A channel that could not connect tries again after 0.2 s, backing off to 2 s at most: gRPC's default
@@ -148,6 +150,7 @@ class GrpcClient:
         self._idle_timeout = idle_timeout
         self._max_channels = max_channels
         self._channels: dict[tuple[str, str], _Channel] = {}
+        self._targets: dict[str, GrpcTarget] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._closing: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -160,7 +163,11 @@ class GrpcClient:
         passed before the call went out."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        target = parse_target(url)
+        target = self._targets.get(url)
+        if target is None:  # parsed once per URL: a round calls the same few URLs over and over
+            if len(self._targets) >= MAX_TARGETS:
+                self._targets.clear()
+            target = self._targets[url] = parse_target(url)
         entry = await self._channel(target)
         entry.busy += 1
         try:
