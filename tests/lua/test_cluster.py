@@ -81,7 +81,7 @@ async def test_every_script_runs_on_every_master(redis_url: str, client: Client)
         args: list[str | int] = [gid, "tcc", T0, T0, "", 3, *fields, '["01", "cancel", "", "", 0]']
         assert tagged(await CREATE(cluster, [g, b, due, idx, exp], args)) == ["CREATED"]
         triple = ['["01", "confirm", "", "", 0]', "u:01:confirm", "prepared"]
-        assert tagged(await REGISTER_BRANCH(cluster, [g, b], [T0, "tcc", 100, *triple])) == ["OK"]
+        assert tagged(await REGISTER_BRANCH(cluster, [g, b], [T0, "tcc", 100, "http", *triple])) == ["OK"]
         assert tagged(await TOUCH(cluster, [g, due], [gid, T0 + 5, T0])) == ["OK", "prepared"]
         moved = await TRANSITION(cluster, [g, b, due, exp], [gid, "prepared", "submitted", "", "", "", "tcc"])
         assert tagged(moved) == ["OK"]
@@ -122,7 +122,9 @@ async def test_a_call_mixing_two_shards_is_refused_by_the_client(redis_url: str,
     with pytest.raises(RedisClusterException, match="same key slot"):
         await LOAD(cluster, [g, b, other_due], [mine])
     with pytest.raises(RedisClusterException, match="same key slot"):
-        await REGISTER_BRANCH(cluster, [g, KEYS.branches(other)], [T0, "tcc", 100, "[]", "u:01:try", "prepared"])
+        await REGISTER_BRANCH(
+            cluster, [g, KEYS.branches(other)], [T0, "tcc", 100, "http", "[]", "u:01:try", "prepared"]
+        )
 
     assert await cluster.exists(g, b, other_due, idx, exp, KEYS.branches(other)) == 0
     # The same script with keys of one tag goes through, even for two different gids of that shard.
