@@ -19,7 +19,6 @@ are bytes; they are decoded here, whichever way the branch is called.
 
 from __future__ import annotations
 
-import base64
 import logging
 import re
 from collections.abc import Mapping
@@ -31,9 +30,9 @@ import grpc
 from fastdtm.branch_grpc import GrpcClient, Metadata, is_http_url
 from fastdtm.branch_http import HttpClient
 from fastdtm.kinds.base import Call
-from fastdtm.models import Transaction
+from fastdtm.models import Transaction, body_bytes
 from fastdtm.records import record
-from fastdtm.states import GRPC, Op, Outcome, TransType
+from fastdtm.states import Op, Outcome, TransType
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +89,6 @@ def call_headers(branch_headers: Mapping[str, str]) -> Mapping[str, str]:
     return {**_JSON, **branch_headers}
 
 
-def payload_bytes(trans: Transaction, data: str) -> bytes:
-    """A call's body as bytes: base64 text for a gRPC transaction; otherwise the text, any byte a workflow
-    input holds kept through surrogateescape (see kinds/workflow.py)."""
-    if trans.protocol == GRPC:
-        return base64.b64decode(data)
-    return data.encode("utf-8", "surrogateescape")
-
-
 def grpc_metadata(trans: Transaction, call: Call) -> Metadata:
     """What a gRPC branch reads its transaction from (DTM's `dtm-` keys), then the transaction's headers.
     `dtm-dtm` is empty, as DTM's server sends it: the coordinator's address as its branches reach it is
@@ -145,7 +136,7 @@ class Invoker:
             return await self._call_grpc(trans, call, timeout, send_by)
         url = branch_url(call.url, trans, call)
         method = "POST" if call.data or call.post else "GET"
-        data = payload_bytes(trans, call.data) if call.data else None
+        data = body_bytes(call.data, trans.protocol) if call.data else None
         try:
             status, raw = await self.http.request(
                 method, url, call_headers(trans.options.branch_headers), data, timeout, send_by
@@ -160,7 +151,7 @@ class Invoker:
     async def _call_grpc(self, trans: Transaction, call: Call, timeout: float, send_by: float | None) -> CallResult:
         try:
             code, message = await self.grpc.call(
-                call.url, payload_bytes(trans, call.data), grpc_metadata(trans, call), timeout, send_by
+                call.url, body_bytes(call.data, trans.protocol), grpc_metadata(trans, call), timeout, send_by
             )
         except (OSError, ValueError) as exc:  # ValueError: a body that is not base64 (written by no version yet)
             return CallResult(Outcome.ERROR, f"{UNKNOWN_RESULT}url:{call.url} error: {type(exc).__name__}: {exc}")

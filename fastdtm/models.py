@@ -186,9 +186,9 @@ class TransRequest:
             raise Invalid(f"a transaction has at most {MAX_STEPS} steps, got {len(steps)}.")
         payloads = fields.str_list("payloads")
         if binary_payloads is not None:
-            payloads = tuple(base64.b64encode(p).decode() for p in binary_payloads)
+            payloads = tuple(stored_body(p, protocol) for p in binary_payloads)
         elif protocol == GRPC:
-            payloads = tuple(base64.b64encode(p.encode()).decode() for p in payloads)
+            payloads = tuple(stored_body(p.encode(), GRPC) for p in payloads)
         return cls(
             gid=parse_gid(fields.text("gid")),
             trans_type=fields.text("trans_type"),
@@ -245,17 +245,28 @@ def check_branch_headers(headers: Mapping[str, str], *, grpc: bool) -> None:
             raise Invalid(f"branch_headers: {exc}") from None
 
 
-def convert_body(data: str, protocol: str, to: str) -> str:
-    """A branch body kept for `protocol`, kept for `to` instead: base64 for gRPC, text for HTTP. Raises Invalid
-    for bytes that are not UTF-8 text, which an HTTP transaction cannot keep."""
-    if protocol == to:
-        return data
-    if to == GRPC:
-        return base64.b64encode(data.encode()).decode()
+def stored_body(raw: bytes, protocol: str) -> str:
+    """A branch body as a transaction of `protocol` keeps it: base64 for gRPC (bytes), the text for HTTP. Raises
+    Invalid for bytes that are not UTF-8, which an HTTP transaction cannot keep."""
+    if protocol == GRPC:
+        return base64.b64encode(raw).decode()
     try:
-        return base64.b64decode(data).decode()
+        return raw.decode()
     except UnicodeDecodeError:
         raise Invalid("the branch body is not UTF-8 text, which a transaction prepared over HTTP keeps.") from None
+
+
+def body_bytes(data: str, protocol: str) -> bytes:
+    """The bytes a kept body stands for (`stored_body` undone); for HTTP any byte a workflow input holds is kept
+    through surrogateescape (see kinds/workflow.py)."""
+    if protocol == GRPC:
+        return base64.b64decode(data)
+    return data.encode("utf-8", "surrogateescape")
+
+
+def convert_body(data: str, protocol: str, to: str) -> str:
+    """A branch body kept for `protocol`, kept for `to` instead; raises Invalid as `stored_body` does."""
+    return data if protocol == to else stored_body(body_bytes(data, protocol), to)
 
 
 def parse_trans_type(value: str) -> TransType:

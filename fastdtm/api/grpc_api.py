@@ -27,7 +27,6 @@ allowed to call the method (auth.GRPC_METHODS); health and reflection are open, 
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -57,9 +56,8 @@ from fastdtm.errors import (
     StoreError,
     Unauthorized,
 )
-from fastdtm.invoker import payload_bytes
 from fastdtm.metrics import Metrics
-from fastdtm.models import BranchRequest, TransRequest
+from fastdtm.models import BranchRequest, TransRequest, body_bytes, stored_body
 from fastdtm.proto import dtmgimp_pb2 as pb
 from fastdtm.service import Service, new_gid
 from fastdtm.states import GRPC
@@ -138,7 +136,7 @@ def branch_request(message: pb.DtmBranchRequest) -> BranchRequest:
     body in base64 (a gRPC transaction keeps its bodies so)."""
     fields = dict(message.Data)
     fields |= {"gid": message.Gid, "trans_type": message.TransType, "branch_id": message.BranchID}
-    fields["data"] = base64.b64encode(message.BusiPayload).decode()
+    fields["data"] = stored_body(message.BusiPayload, GRPC)
     return BranchRequest.parse(fields, GRPC)
 
 
@@ -189,7 +187,9 @@ class DtmServicer:
                 Gid=trans.gid, Status=trans.status, RollbackReason=trans.rollback_reason, Result=trans.result
             ),
             Progresses=[
-                pb.DtmProgress(Status=b.status, BinData=payload_bytes(trans, b.data), BranchID=b.branch_id, Op=b.op)
+                pb.DtmProgress(
+                    Status=b.status, BinData=body_bytes(b.data, trans.protocol), BranchID=b.branch_id, Op=b.op
+                )
                 for b in branches
             ],
         )

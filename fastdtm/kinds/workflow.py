@@ -17,8 +17,8 @@ from typing import ClassVar
 
 from fastdtm.errors import Invalid
 from fastdtm.kinds.base import CHECK_BACK, Call, Round, Step, Topics, reset_interval_ms
-from fastdtm.models import Branch, BranchRequest, TransRequest, check_call_url
-from fastdtm.states import GRPC, BranchStatus, TransStatus
+from fastdtm.models import Branch, BranchRequest, TransRequest, body_bytes, check_call_url, stored_body
+from fastdtm.states import GRPC, HTTP, BranchStatus, TransStatus
 from fastdtm.wire import custom_data_object
 
 #: The statuses a client may record a step, or finish the workflow, with.
@@ -55,10 +55,10 @@ def workflow_data(raw: bytes) -> bytes:
 
 def resume_body(protocol: str, data: str) -> str:
     """The resume callback's body as a Call carries it: the input itself, or for gRPC its WorkflowData in
-    base64 (a gRPC transaction's call bodies are base64; see invoker.payload_bytes)."""
+    base64 (a gRPC transaction's call bodies are base64; see models.stored_body)."""
     if protocol != GRPC:
         return data
-    return base64.b64encode(workflow_data(data.encode("utf-8", "surrogateescape"))).decode()
+    return stored_body(workflow_data(body_bytes(data, HTTP)), GRPC)
 
 
 class Workflow:

@@ -40,10 +40,10 @@ from fastdtm.branch_grpc import (
 from fastdtm.branch_http import BranchDenied, BranchHttpError, HttpClient, NotSent
 from fastdtm.branch_policy import BranchPolicy
 from fastdtm.errors import Invalid
-from fastdtm.invoker import UNKNOWN_RESULT, Invoker, classify_grpc, grpc_metadata, payload_bytes
+from fastdtm.invoker import UNKNOWN_RESULT, Invoker, classify_grpc, grpc_metadata
 from fastdtm.kinds.base import Call
 from fastdtm.kinds.workflow import resume_body, workflow_data, workflow_input
-from fastdtm.models import Options, Transaction, check_call_url
+from fastdtm.models import Options, Transaction, body_bytes, check_call_url, convert_body, stored_body
 from fastdtm.states import GRPC, HTTP, Outcome, TransStatus, TransType
 from tests.support.grpc_busi import GrpcBusi, GrpcReply
 from tests.support.redis_servers import HOST
@@ -251,13 +251,16 @@ def test_grpc_metadata_is_dtms_keys_then_the_branch_headers_lowered() -> None:
     assert ("dtm-phase2_url", "127.0.0.1:1/busi.Busi/XaPhase2") in grpc_metadata(xa, commit)
 
 
-def test_payload_bytes_decodes_a_grpc_transactions_base64() -> None:
-    grpc_trans = Transaction("g", TransType.SAGA, TransStatus.SUBMITTED, Options(), 0, 0, protocol=GRPC)
-    http_trans = Transaction("g", TransType.SAGA, TransStatus.SUBMITTED, Options(), 0, 0)
-    assert payload_bytes(grpc_trans, base64.b64encode(BINARY).decode()) == BINARY
-    assert payload_bytes(grpc_trans, "") == b""
-    assert payload_bytes(http_trans, '{"a":"\u00e9"}') == '{"a":"\u00e9"}'.encode()
-    assert payload_bytes(http_trans, b"\xff\x00".decode("utf-8", "surrogateescape")) == b"\xff\x00"
+def test_a_body_is_kept_as_base64_for_grpc_and_as_text_for_http() -> None:
+    assert body_bytes(base64.b64encode(BINARY).decode(), GRPC) == BINARY
+    assert body_bytes("", GRPC) == b""
+    assert body_bytes('{"a":"\u00e9"}', HTTP) == '{"a":"\u00e9"}'.encode()
+    assert body_bytes(b"\xff\x00".decode("utf-8", "surrogateescape"), HTTP) == b"\xff\x00"
+    assert stored_body(BINARY, GRPC) == base64.b64encode(BINARY).decode()
+    assert body_bytes(stored_body(b"{}", HTTP), HTTP) == b"{}"
+    assert convert_body("{}", HTTP, GRPC) == "e30=" and convert_body("e30=", GRPC, HTTP) == "{}"
+    with pytest.raises(Invalid, match="not UTF-8"):
+        convert_body(base64.b64encode(b"\xff").decode(), GRPC, HTTP)
 
 
 # --- the workflow callback's message ---------------------------------------------------------------------------
