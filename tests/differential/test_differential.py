@@ -6,12 +6,14 @@ docs/compatibility.md explains (explained.py)."""
 from __future__ import annotations
 
 import re
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from .compare import differences, fields
+from .compare import Difference, differences, fields
 from .coordinators import Side
 from .explained import ALL, KNOWN, accepted_fields, pending_reason
 from .normalise import Normaliser
@@ -31,6 +33,25 @@ def _param(scenario: Scenario) -> object:
 
 @pytest.mark.parametrize("scenario", [_param(s) for s in SCENARIOS])
 def test_scenario(scenario: Scenario, go_side: Side, fastdtm_side: Side) -> None:
+    fast_fields, unexplained = _run_and_compare(scenario, go_side, fastdtm_side)
+    if not unexplained:
+        return
+    # Go DTM is not deterministic under load: its cron may start a second round beside the submit's and repeat a
+    # call (docs/compatibility.md, "two rounds of one transaction at once"). A difference therefore counts unless
+    # a rerun shows it was Go DTM's alone: the rerun matches and fastdtm answered exactly as it did the first time.
+    fast_again, unexplained_again = _run_and_compare(scenario, go_side, fastdtm_side)
+    if not unexplained_again and fast_again == fast_fields:
+        warnings.warn(f"{scenario.id}: Go DTM answered differently once; the rerun matched", stacklevel=1)
+        return
+    report = "\n".join(difference.report() for difference in unexplained)
+    if unexplained_again:
+        report += "\n(the rerun differed too)"
+    else:
+        report += "\n(the rerun matched, but fastdtm's own answer changed between the runs)"
+    pytest.fail(f"{scenario.id}: {len(unexplained)} unexplained difference(s)\n{report}", pytrace=False)
+
+
+def _run_and_compare(scenario: Scenario, go_side: Side, fastdtm_side: Side) -> tuple[dict[str, Any], list[Difference]]:
     sides = (go_side, fastdtm_side)
     for side in sides:
         side.reset()
@@ -38,12 +59,9 @@ def test_scenario(scenario: Scenario, go_side: Side, fastdtm_side: Side) -> None
         go, fast = pool.map(lambda side: run(scenario, side), sides)
     go_fields = fields(scenario, go, Normaliser(go_side.busi.base, go_side.base))
     fast_fields = fields(scenario, fast, Normaliser(fastdtm_side.busi.base, fastdtm_side.base))
-    found = differences(go_fields, fast_fields)
     allowed = accepted_fields(scenario.id)
-    unexplained = [d for d in found if d.field not in allowed and ALL not in allowed]
-    if unexplained:
-        report = "\n".join(difference.report() for difference in unexplained)
-        pytest.fail(f"{scenario.id}: {len(unexplained)} unexplained difference(s)\n{report}", pytrace=False)
+    found = differences(go_fields, fast_fields)
+    return fast_fields, [d for d in found if d.field not in allowed and ALL not in allowed]
 
 
 def test_scenario_ids_are_unique() -> None:
