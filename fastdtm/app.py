@@ -24,7 +24,7 @@ from starlette.routing import Mount
 
 from fastdtm import __version__, logs
 from fastdtm.alerts import Alerter
-from fastdtm.api import dtmsvr, jsonrpc, kv as kv_api, ops
+from fastdtm.api import admin, admin_ui, dtmsvr, jsonrpc, kv as kv_api, ops
 from fastdtm.api.direct import DirectRoutes, ErrorHandler
 from fastdtm.api.gate import Gate
 from fastdtm.api.grpc_api import DtmServicer, GrpcApi
@@ -35,7 +35,8 @@ from fastdtm.branch_http import HttpClient
 from fastdtm.branch_policy import BranchPolicy
 from fastdtm.clock import SystemClock
 from fastdtm.config import Settings
-from fastdtm.cron import Cron
+from fastdtm.console import Console
+from fastdtm.cron import Cron, heartbeat_ttl_ms
 from fastdtm.drain import Drain, end_by_signal
 from fastdtm.engine import Engine
 from fastdtm.errors import ApiError, StoreError
@@ -66,6 +67,7 @@ class State(TypedDict):
     settings: Settings
     store: Store
     service: Service
+    console: Console
     kv: KV
     topics: Topics
     metrics: Metrics
@@ -201,6 +203,7 @@ def create_app(settings: Settings) -> DirectRoutes:
         drain = Drain(settings.drain_timeout)
         drain.on_begin(cron.leave)
         service = Service(store, engine, clock, policy, topics, branch_urls)
+        console = Console(store, service, clock, metrics, settings.node_id, heartbeat_ttl_ms(settings))
         grpc_api = await _start_grpc(settings, service, topics, gate, metrics, drain)
         _tune_collector()
         gate.watch_sighup()
@@ -210,6 +213,7 @@ def create_app(settings: Settings) -> DirectRoutes:
                 "settings": settings,
                 "store": store,
                 "service": service,
+                "console": console,
                 "kv": kv,
                 "topics": topics,
                 "metrics": metrics,
@@ -236,7 +240,9 @@ def create_app(settings: Settings) -> DirectRoutes:
     routes = gate.guard_routes(
         [
             Mount("/api/dtmsvr", routes=[*dtmsvr.routes, *kv_api.routes]),
+            Mount("/api/admin", routes=admin.routes),
             Mount("/api", routes=[*ops.routes, *jsonrpc.routes]),
+            *admin_ui.routes,
         ]
     )
     errors: dict[type[Exception], ErrorHandler] = {

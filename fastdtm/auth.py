@@ -76,6 +76,21 @@ ROUTES: Final[Mapping[str, Access]] = {
     "/api/dtmsvr/topic/{topicName:path}": Access.OPERATOR,
     "/api/dtmsvr/scanKV": Access.OPERATOR,  # lists subscriber URLs; no SDK reads the KV
     "/api/dtmsvr/queryKV": Access.OPERATOR,
+    # The console's endpoints (fastdtm/api/admin.py): every read shows other people's transactions.
+    "/api/admin/transaction": Access.OPERATOR,
+    "/api/admin/retry": Access.OPERATOR,
+    "/api/admin/pause": Access.OPERATOR,
+    "/api/admin/resume": Access.OPERATOR,
+    "/api/admin/skip": Access.OPERATOR,
+    "/api/admin/fail": Access.OPERATOR,
+    "/api/admin/attention": Access.OPERATOR,
+    "/api/admin/bulk": Access.OPERATOR,
+    "/api/admin/stats": Access.OPERATOR,
+    "/api/admin/nodes": Access.OPERATOR,
+    # The console's page and assets: static, no data in them; the page asks for a token for the calls above.
+    "/admin": Access.OPEN,
+    "/admin/": Access.OPEN,
+    "/admin/static/{name}": Access.OPEN,
     # Health checks: probes and load balancers have no token.
     "/api/ping": Access.OPEN,
     "/api/live": Access.OPEN,

@@ -44,6 +44,11 @@ def rendezvous_owner(shard: int, nodes: Sequence[str]) -> str:
     return max(nodes, key=weight)
 
 
+def heartbeat_ttl_ms(settings: Settings) -> int:
+    """How long a node counts as alive after its last heartbeat: three heartbeats."""
+    return int(settings.node_heartbeat * 3000)
+
+
 class Cron:
     def __init__(self, store: Store, engine: Engine, settings: Settings, clock: Clock, metrics: Metrics) -> None:
         self.store = store
@@ -112,7 +117,7 @@ class Cron:
 
     async def membership(self) -> None:
         """Heartbeat, then move leases towards the rendezvous assignment over the live nodes."""
-        heartbeat_ttl = int(self.settings.node_heartbeat * 3000)
+        heartbeat_ttl = heartbeat_ttl_ms(self.settings)
         nodes = await self.store.heartbeat(self.node_id, self.clock.now_ms(), heartbeat_ttl)
         if self.node_id not in nodes:
             nodes.append(self.node_id)

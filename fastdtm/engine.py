@@ -41,9 +41,10 @@ from fastdtm.branch_http import NotSent
 from fastdtm.clock import Clock
 from fastdtm.drain import HAND_BACK_TIMEOUT, finish_or_cancel
 from fastdtm.errors import AlreadyExists, Fenced, Held, Stale, StoreError, TransNotFound
-from fastdtm.invoker import CallResult, Invoker
+from fastdtm.invoker import UNKNOWN_RESULT, CallResult, Invoker
 from fastdtm.kinds import kind_for
 from fastdtm.kinds.base import (
+    CHECK_BACK,
     Call,
     Kind,
     Policy,
@@ -55,6 +56,7 @@ from fastdtm.kinds.base import (
 )
 from fastdtm.metrics import Metrics
 from fastdtm.models import Branch, Transaction
+from fastdtm.notes import error_field
 from fastdtm.states import GRPC, HTTP, TERMINAL, BranchStatus, Outcome, TransStatus
 from fastdtm.store.base import Change, Store
 
@@ -308,6 +310,10 @@ class _Runner:
         #: A call awaited alone was cancelled mid-way (the node is stopping).
         self.cut_off_call = False
         self.last_error: CallResult | None = None
+        #: The last error of each branch called this round, as hash fields (`notes.error_field`), until written.
+        self.error_fields: dict[str, str] = {}
+        #: A call ended in an error (or a branch in ONGOING): the round ends as a retry (the console's view).
+        self.retrying = False
         self.loop = asyncio.get_running_loop()
 
     async def run(self) -> RoundResult:
@@ -370,8 +376,8 @@ class _Runner:
             if not self.tasks:
                 break
             await self._wait_one()
-        if self.pending or self.schedule.dirty or not self.created:
-            await self._flush(final=True)
+        if self.pending or self.schedule.dirty or not self.created or self.error_fields:
+            await self._flush(final=True, attention=str(self.rnd.now_ms) if self.retrying else "-")
         return True
 
     def _must_write_first(self, record_first: bool) -> bool:
@@ -462,7 +468,7 @@ class _Runner:
         rnd = self.rnd
         protocol = GRPC if call.url and not is_http_url(call.url) else HTTP
         self.engine.metrics.branch_done(
-            rnd.trans.trans_type, call.branch_id, call.op, result.outcome is Outcome.SUCCESS, protocol
+            rnd.trans.trans_type, call.branch_id, call.op, result.outcome is Outcome.SUCCESS, protocol, result.seconds
         )
         rnd.outcomes[call.index] = result.outcome
         status = branch_status_after(self.kind, call, result.outcome)
@@ -475,6 +481,14 @@ class _Runner:
         self._reschedule(result.outcome, moved=status is not None)
         if result.outcome is not Outcome.SUCCESS:
             self.last_error = result
+            if call.index != CHECK_BACK:
+                shown = result.detail.removeprefix(UNKNOWN_RESULT)  # DTM's preamble says nothing here
+                name, value = error_field(call.index, rnd.now_ms, result.outcome, result.code, shown)
+                self.error_fields[name] = value
+            # A msg's check-back answering ONGOING is its client still deciding, not a fault.
+            self.retrying |= result.outcome is Outcome.ERROR or (
+                result.outcome is Outcome.ONGOING and call.index != CHECK_BACK
+            )
             log.info(
                 "branch %s %s %s: %s", call.branch_id, call.op, call.url, result.detail, extra={"gid": rnd.trans.gid}
             )
@@ -506,19 +520,22 @@ class _Runner:
                 now_ms=now,
                 branches=dict(self.pending),
                 rollback_reason=reason,
+                fields=self.error_fields,
                 next_cron_ms=held_until or now + interval,
                 interval_ms=interval,
                 holder=self.holder,
                 held_until_ms=held_until,
             )
         )
+        if status in TERMINAL:
+            self.engine.metrics.finished(trans.trans_type, status)
         # The happy path is logged at debug: at thousands of transactions per second a line each costs.
         level = logging.DEBUG if status in (TransStatus.SUBMITTED, TransStatus.SUCCEED) else logging.INFO
         log.log(level, "%s -> %s %s", trans.status, status, reason, extra={"gid": trans.gid})
 
-    async def _flush(self, *, final: bool = False) -> None:
+    async def _flush(self, *, final: bool = False, attention: str = "") -> None:
         """Write the pending results; a round going on keeps its hold (and proves it), a round that is over
-        (final) releases it and leaves the transaction scheduled for its next retry."""
+        (final) releases it and leaves the transaction scheduled for its next retry. `attention`: Change's."""
         trans = self.rnd.trans
         now = self.engine.clock.now_ms()
         schedule = self.schedule
@@ -533,10 +550,12 @@ class _Runner:
                 status=trans.status,
                 now_ms=now,
                 branches=dict(self.pending),
+                fields=self.error_fields,
                 next_cron_ms=next_cron,
                 interval_ms=schedule.interval_ms,
                 holder=self.holder,
                 held_until_ms=held_until,
+                attention=attention,
             )
         )
 
@@ -573,5 +592,7 @@ class _Runner:
         self.fence = self.engine.fence(sent, change.now_ms, held_until) if held_until else -math.inf
         self.rnd.trans = trans
         self.pending.clear()
+        if self.error_fields:
+            self.error_fields = {}  # not cleared in place: the Change just written holds this dict
         self.schedule.dirty = False
         self.written_ms = change.now_ms

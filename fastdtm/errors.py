@@ -131,6 +131,36 @@ class Held(StoreError):
         self.until_ms = until_ms
 
 
+class Paused(Held):
+    """An operator paused the transaction's retries (`lua/admin_pause.lua`): no round runs on it until it is
+    resumed. A Held whose hold has no end: whoever waits for a hold to end waits for the resume."""
+
+    def __init__(self, since_ms: int) -> None:
+        super().__init__(since_ms)
+        self.args = (f"an operator paused the transaction's retries at {since_ms} ms",)
+        self.since_ms = since_ms
+
+
+class NotPaused(StoreError):
+    """A resume of a transaction that is not paused (`current` is its status)."""
+
+    def __init__(self, current: str) -> None:
+        super().__init__(f"the transaction is not paused (status '{current}')")
+        self.current = current
+
+
+class NoSuchBranch(StoreError):
+    """An operator's mark names a branch the transaction does not have."""
+
+
+class BranchDecided(StoreError):
+    """An operator's mark on a branch that has a result already (`progress` is `"<status> <finish_ms>"`)."""
+
+    def __init__(self, progress: str) -> None:
+        super().__init__(f"the branch is {progress.split(' ')[0]} already")
+        self.status = progress.split(" ")[0]
+
+
 class TransNotFound(StoreError):
     pass
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Mapping
 from typing import Final
 from urllib.parse import quote_plus
@@ -52,6 +53,10 @@ class CallResult:
     outcome: Outcome
     #: What came back, for the rollback reason and the logs.
     detail: str
+    #: The reply's status ("HTTP 500", "gRPC Unavailable"); "" when none came (a connection error).
+    code: str = ""
+    #: How long the call took (the branch-call latency metric).
+    seconds: float = 0.0
 
 
 def classify(status: int, body: str) -> Outcome:
@@ -132,8 +137,9 @@ class Invoker:
         """Make the call; raises branch_http.NotSent, having sent nothing, if `send_by` (time.monotonic()) has
         passed when the request would be written."""
         timeout = self.timeout(trans)
+        started = time.monotonic()
         if not is_http_url(call.url):
-            return await self._call_grpc(trans, call, timeout, send_by)
+            return await self._call_grpc(trans, call, timeout, send_by, started)
         url = branch_url(call.url, trans, call)
         method = "POST" if call.data or call.post else "GET"
         data = body_bytes(call.data, trans.protocol) if call.data else None
@@ -143,23 +149,29 @@ class Invoker:
             )
         except OSError as exc:
             # Connection refused, reset, DNS, timeout: the branch may or may not have run; retry.
-            return CallResult(Outcome.ERROR, f"{UNKNOWN_RESULT}url:{call.url} error: {type(exc).__name__}: {exc}")
+            text = f"{UNKNOWN_RESULT}url:{call.url} error: {type(exc).__name__}: {exc}"
+            return CallResult(Outcome.ERROR, text, seconds=time.monotonic() - started)
         body = raw.decode(errors="replace")
         outcome = classify(status, body)
-        return CallResult(outcome, detail(outcome, body[:_DETAIL_LIMIT], trans, call))
+        text = detail(outcome, body[:_DETAIL_LIMIT], trans, call)
+        return CallResult(outcome, text, f"HTTP {status}", time.monotonic() - started)
 
-    async def _call_grpc(self, trans: Transaction, call: Call, timeout: float, send_by: float | None) -> CallResult:
+    async def _call_grpc(
+        self, trans: Transaction, call: Call, timeout: float, send_by: float | None, started: float
+    ) -> CallResult:
         try:
             code, message = await self.grpc.call(
                 call.url, body_bytes(call.data, trans.protocol), grpc_metadata(trans, call), timeout, send_by
             )
         except (OSError, ValueError) as exc:  # ValueError: a body that is not base64 (written by no version yet)
-            return CallResult(Outcome.ERROR, f"{UNKNOWN_RESULT}url:{call.url} error: {type(exc).__name__}: {exc}")
+            text = f"{UNKNOWN_RESULT}url:{call.url} error: {type(exc).__name__}: {exc}"
+            return CallResult(Outcome.ERROR, text, seconds=time.monotonic() - started)
         outcome = classify_grpc(code, message)
         # As a Go client's error reads: `rpc error: code = Aborted desc = FAILURE`.
         name = "".join(word.capitalize() for word in code.name.split("_"))
         text = f"rpc error: code = {name} desc = {message}"
-        return CallResult(outcome, detail(outcome, text[:_DETAIL_LIMIT], trans, call))
+        seconds = time.monotonic() - started
+        return CallResult(outcome, detail(outcome, text[:_DETAIL_LIMIT], trans, call), f"gRPC {name}", seconds)
 
 
 def detail(outcome: Outcome, body: str, trans: Transaction, call: Call) -> str:

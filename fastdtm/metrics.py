@@ -17,6 +17,9 @@ no module-level state.
 | `fastdtm_claim_duration_seconds` | histogram | | one cron poll's claim over all held shards |
 | `fastdtm_rounds_in_flight` | gauge | | processing rounds running on this node |
 | `fastdtm_store_calls_total` | counter | `script` | store calls, by Lua script (or store method) |
+| `fastdtm_branch_call_duration_seconds` | histogram | `protocol` | branch calls this node made, seconds |
+| `fastdtm_transactions_finished_total` | counter | `model`, `status` | transactions this node finished |
+| `fastdtm_operator_actions_total` | counter | `action`, `result` | console actions (`/api/admin`), ok or refused |
 
 `type` is the API's protocol, "http" or "grpc"; for gRPC, `api` is the method's name in lower case. A branch
 call is ok when it answered SUCCESS; its `protocol` ("http" or "grpc", a label DTM's metric lacks) is how it
@@ -232,6 +235,15 @@ class Metrics:
             "Store calls, by Lua script (or store method, for plain commands).",
             ("script",),
         )
+        self._call_time = Histogram(
+            "fastdtm_branch_call_duration_seconds", "Duration of the branch calls this node made.", ("protocol",)
+        )
+        self._finished = Counter(
+            "fastdtm_transactions_finished_total", "Transactions this node finished.", ("model", "status")
+        )
+        self._operator = Counter(
+            "fastdtm_operator_actions_total", "Operator actions of the console, ok or refused.", ("action", "result")
+        )
         self._families: tuple[_Family, ...] = (
             self._info,
             self._requests,
@@ -244,6 +256,9 @@ class Metrics:
             self._claim_time,
             self._in_flight,
             self._store_calls,
+            self._call_time,
+            self._finished,
+            self._operator,
         )
 
     def api_call(self, api: str, ok: bool, seconds: float, protocol: str = "http") -> None:
@@ -256,13 +271,50 @@ class Metrics:
         # create_time comes from whichever node created the transaction: clock skew can make it "future".
         self._round_age.observe((model,), max(age_seconds, 0.0))
 
-    def branch_done(self, model: str, branch_id: str, op: str, ok: bool, protocol: str = "http") -> None:
-        """One branch call; `protocol` is how it was made ("http" or "grpc"), a label DTM's metric lacks."""
+    def branch_done(
+        self, model: str, branch_id: str, op: str, ok: bool, protocol: str = "http", seconds: float = 0.0
+    ) -> None:
+        """One branch call; `protocol` is how it was made ("http" or "grpc"), a label DTM's metric lacks;
+        `seconds` 0 for a branch with no URL (nothing was called)."""
+        if seconds:
+            self._call_time.observe((protocol,), seconds)
         if branch_id not in self._branch_id:
             branch_id = self._branch_id.admit(branch_id)
         if op not in self._branch_op:
             op = self._branch_op.admit(op)
         self._branches.inc((model, branch_id, op, "ok" if ok else "fail", protocol))
+
+    def finished(self, model: str, status: str) -> None:
+        self._finished.inc((model, status))
+
+    def operator_action(self, action: str, ok: bool) -> None:
+        self._operator.inc((action, "ok" if ok else "refused"))
+
+    def snapshot(self) -> dict[str, object]:
+        """The console's live figures (GET /api/admin/stats): this process's counters as they stand."""
+        finished = [
+            {"trans_type": m, "status": st, "count": int(n)} for (m, st), n in sorted(self._finished.values.items())
+        ]
+        calls = sum(self._branches.values.values())
+        failed = sum(n for labels, n in self._branches.values.items() if labels[3] == "fail")
+        total = 0.0
+        buckets = [0] * (len(self._call_time.bounds) + 1)
+        for series in self._call_time.series.values():
+            total += series.total
+            for i, n in enumerate(series.counts):
+                buckets[i] += n
+        count = sum(buckets)
+        cumulative = 0
+        les: list[list[float | int | str]] = []
+        for bound, n in zip((*self._call_time.bounds, math.inf), buckets, strict=True):
+            cumulative += n
+            les.append(["+Inf" if bound == math.inf else bound, cumulative])
+        return {
+            "transactions": finished,
+            "branch_calls": {"count": int(calls), "failed": int(failed)},
+            "branch_latency": {"count": count, "sum_s": total, "buckets": les},
+            "in_flight": int(self._in_flight.values.get((), 0)),
+        }
 
     def leases_held(self, n: int) -> None:
         self._leases.set((), n)

@@ -34,6 +34,9 @@ MAX_BRANCHES: Final = 2 * MAX_STEPS
 ASCII_DIGITS: Final = re.compile(r"[0-9]{1,18}")
 #: The latest time a client may name, in ms (9999-12-31T23:59:59.999Z): later ones cannot be shown.
 MAX_TIME_MS: Final = 253_402_300_799_999
+#: The schedule (due score) of a transaction whose retries an operator paused: past any time a transaction
+#: can be scheduled for, so no claim reaches it and resetCronTime can tell it apart (lua/admin_pause.lua).
+PAUSED_MS: Final = MAX_TIME_MS + 1
 #: The largest value of each numeric option, in its unit (seconds, or a count): what a client sends beyond
 #: it is refused (422), so that no stored transaction has a time that cannot be scheduled or shown, and no
 #: call or retry loop is unbounded. docs/compatibility.md, "Limits".

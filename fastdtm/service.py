@@ -22,6 +22,7 @@ from fastdtm.errors import (
     Invalid,
     NotFound,
     Ongoing,
+    Paused,
     ProtocolMismatch,
     Refused,
     ServerError,
@@ -42,6 +43,7 @@ from fastdtm.models import (
     convert_body,
     parse_trans_type,
 )
+from fastdtm.notes import Notes
 from fastdtm.states import GRPC, TERMINAL, Outcome, TransStatus, TransType
 from fastdtm.store.base import Change, ListPage, ListQuery, Store
 
@@ -317,9 +319,10 @@ class Service:
                 raise Conflict(f"global transaction force stop error. status: {trans.status}. error: FAILURE")
             try:
                 await self._change(trans, TransStatus.FAILED, "")
-                return
             except Stale:
                 continue  # it moved meanwhile: look again
+            self.engine.metrics.finished(trans.trans_type, TransStatus.FAILED)
+            return
         raise ServerError(f"transaction '{gid}' keeps changing; try forceStop again.")
 
     async def reset_next_cron_time(self, gid: str) -> None:
@@ -328,6 +331,8 @@ class Service:
             await self.store.touch(gid, now, now)
         except TransNotFound:
             raise _missing(gid) from None
+        except Paused:
+            raise Conflict(f"transaction '{gid}' is paused by an operator: resume it first. FAILURE") from None
 
     async def reset_cron_time(self, timeout_s: int | None, limit: int) -> tuple[int, bool]:
         """Operators' tool: transactions scheduled more than `timeout` ahead run now."""
@@ -337,6 +342,10 @@ class Service:
 
     async def query(self, gid: str) -> tuple[Transaction, list[Branch]] | None:
         return await self.store.load(gid)
+
+    async def query_notes(self, gid: str) -> tuple[Transaction, list[Branch], Notes] | None:
+        """`query` with the console's notes: /query shows an operator's decisions on branches."""
+        return await self.store.load_notes(gid)
 
     async def list_transactions(self, query: ListQuery) -> ListPage:
         return await self.store.list_transactions(query)

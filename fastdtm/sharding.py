@@ -121,6 +121,10 @@ class Keys:
     def expiring(self, shard: int) -> str:
         return f"{self._base(shard)}:exp"
 
+    def attention(self, shard: int) -> str:
+        """Unfinished gids whose rounds end in errors, or paused, by since when (the console's view)."""
+        return f"{self._base(shard)}:att"
+
     def lease(self, shard: int) -> str:
         return f"{self._base(shard)}:lease"
 
@@ -142,3 +146,8 @@ class Keys:
         shard = self.shard_of(gid)
         base = self._base(shard)
         return f"{base}:g:{gid}", f"{base}:b:{gid}", f"{base}:due", f"{base}:idx", f"{base}:exp"
+
+    def of_transition(self, gid: str) -> tuple[str, str, str, str, str]:
+        """The KEYS of transition.lua: g, b, due, exp, att."""
+        base = self._base(self.shard_of(gid))
+        return f"{base}:g:{gid}", f"{base}:b:{gid}", f"{base}:due", f"{base}:exp", f"{base}:att"

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
 from fastdtm.errors import BadRequest, Invalid, NotAnObject
-from fastdtm.models import Branch, Transaction
+from fastdtm.models import PAUSED_MS, Branch, Transaction
 from fastdtm.redaction import Redactor, hide_url_passwords
 from fastdtm.states import GRPC, HTTP
+
+if TYPE_CHECKING:  # notes.py encodes through this module
+    from fastdtm.notes import Mark
 
 
 def decode_object(body: bytes) -> dict[str, Any]:
@@ -100,14 +103,19 @@ def trans_json(trans: Transaction, redactor: Redactor | None = None) -> dict[str
     _put(out, "custom_data", trans.custom_data)
     if trans.next_cron_interval_ms:
         out["next_cron_interval"] = trans.next_cron_interval_ms // 1000
-    if trans.next_cron_ms:
+    if trans.next_cron_ms >= PAUSED_MS:
+        out["paused"] = True  # an operator paused its retries (fastdtm/console.py): it has no next time
+    elif trans.next_cron_ms:
         out["next_cron_time"] = go_time(trans.next_cron_ms)
     out.update(options)  # DTM embeds the option fields in the transaction object too
     return out
 
 
-def branch_json(gid: str, branch: Branch, redactor: Redactor | None = None, *, protocol: str = HTTP) -> dict[str, Any]:
-    """A branch as `/query` shows it; `bin_data` is its body in base64, which a gRPC transaction stores as is."""
+def branch_json(
+    gid: str, branch: Branch, redactor: Redactor | None = None, *, protocol: str = HTTP, mark: Mark | None = None
+) -> dict[str, Any]:
+    """A branch as `/query` shows it; `bin_data` is its body in base64, which a gRPC transaction stores as is.
+    `mark`: an operator's decision on it (fastdtm/console.py), shown as `operator`."""
     out: dict[str, Any] = {
         "id": 0,
         "create_time": go_time(branch.create_ms),
@@ -121,6 +129,8 @@ def branch_json(gid: str, branch: Branch, redactor: Redactor | None = None, *, p
     out["status"] = str(branch.status)
     if branch.finish_ms:
         out["finish_time"] = go_time(branch.finish_ms)
+    if mark is not None:
+        out["operator"] = {"action": mark.action, "reason": mark.reason, "time": go_time(mark.at_ms)}
     return out
 
 

@@ -9,11 +9,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from fastdtm import __version__, wire
-from fastdtm.api.http import json_response, read_object, success
-from fastdtm.auth import ROLE_KEY, Role
-from fastdtm.errors import BadRequest, Invalid
-from fastdtm.models import ASCII_DIGITS, MAX_TIME_MS, BranchRequest, TransRequest, parse_gid
-from fastdtm.redaction import Redactor
+from fastdtm.api.http import int_param, json_response, read_object, shown_as, success
+from fastdtm.errors import BadRequest
+from fastdtm.models import MAX_TIME_MS, BranchRequest, TransRequest, parse_gid
 from fastdtm.service import Service, new_gid
 from fastdtm.store.base import ListQuery
 
@@ -28,15 +26,6 @@ def _service(request: Request) -> Service:
     # The lifespan state as a plain dict: `request.state` wraps it in a new object at every access.
     service: Service = request.scope["state"]["service"]
     return service
-
-
-def _redactor(request: Request) -> Redactor | None:
-    """How a transaction is shown: its secrets masked, unless an operator asks with `?reveal=1` (the auth
-    layer names the caller's role in the scope; without authentication every caller is an operator)."""
-    if request.query_params.get("reveal") == "1" and request.scope.get(ROLE_KEY, Role.OPERATOR) is Role.OPERATOR:
-        return None
-    redactor: Redactor = request.scope["state"]["redactor"]
-    return redactor
 
 
 async def _trans_request(request: Request) -> TransRequest:
@@ -83,7 +72,7 @@ async def register_branch(request: Request) -> Response:
 
 async def prepare_workflow(request: Request) -> Response:
     trans, branches = await _service(request).prepare_workflow(await _trans_request(request))
-    shown = _redactor(request)
+    shown = shown_as(request)
     return json_response(
         {
             "transaction": wire.trans_json(trans, shown),
@@ -96,8 +85,8 @@ async def reset_cron_time(request: Request) -> Response:
     params = request.query_params
     timeout = params.get("timeout")
     moved, more = await _service(request).reset_cron_time(
-        _int_param(timeout, "timeout", default=0, high=MAX_RESET_AHEAD) if timeout else None,
-        _int_param(params.get("limit"), "limit", default=100, low=1, high=RESET_CRON_MAX_LIMIT),
+        int_param(timeout, "timeout", default=0, high=MAX_RESET_AHEAD) if timeout else None,
+        int_param(params.get("limit"), "limit", default=100, low=1, high=RESET_CRON_MAX_LIMIT),
     )
     return json_response({"has_remaining": more, "succeed_count": moved})
 
@@ -106,15 +95,19 @@ async def query(request: Request) -> Response:
     gid = request.query_params.get("gid", "")
     if not gid:
         raise BadRequest("no gid specified: use /query?gid=<gid>.")
-    loaded = await _service(request).query(parse_gid(gid))
+    loaded = await _service(request).query_notes(parse_gid(gid))
     if loaded is None:
         return json_response({"transaction": None, "branches": []})
-    trans, branches = loaded
-    shown = _redactor(request)
+    trans, branches, notes = loaded
+    shown = shown_as(request)
+    marks = notes.marks
     return json_response(
         {
             "transaction": wire.trans_json(trans, shown),
-            "branches": [wire.branch_json(trans.gid, b, shown, protocol=trans.protocol) for b in branches],
+            "branches": [
+                wire.branch_json(trans.gid, b, shown, protocol=trans.protocol, mark=marks.get(i))
+                for i, b in enumerate(branches)
+            ],
         }
     )
 
@@ -122,7 +115,7 @@ async def query(request: Request) -> Response:
 async def all_transactions(request: Request) -> Response:
     params = request.query_params
     service = _service(request)
-    shown = _redactor(request)
+    shown = shown_as(request)
     if gid := params.get("gid"):
         loaded = await service.query(parse_gid(gid))
         # DTM's reply to a gid: null when unknown, and the position given echoed back.
@@ -130,24 +123,16 @@ async def all_transactions(request: Request) -> Response:
         return json_response({"transactions": found, "next_position": params.get("position", "")})
     page = await service.list_transactions(
         ListQuery(
-            limit=_int_param(params.get("limit"), "limit", default=100, low=1, high=ALL_MAX_LIMIT),
+            limit=int_param(params.get("limit"), "limit", default=100, low=1, high=ALL_MAX_LIMIT),
             position=params.get("position", ""),
             status=params.get("status", ""),
             trans_type=params.get("transType", ""),
-            create_from_ms=_int_param(params.get("createTimeStart"), "createTimeStart", default=0, high=MAX_TIME_MS),
-            create_to_ms=_int_param(params.get("createTimeEnd"), "createTimeEnd", default=0, high=MAX_TIME_MS),
+            create_from_ms=int_param(params.get("createTimeStart"), "createTimeStart", default=0, high=MAX_TIME_MS),
+            create_to_ms=int_param(params.get("createTimeEnd"), "createTimeEnd", default=0, high=MAX_TIME_MS),
         )
     )
     transactions = [wire.trans_json(t, shown) for t in page.transactions]
     return json_response({"transactions": transactions, "next_position": page.next_position})
-
-
-def _int_param(raw: str | None, name: str, *, default: int, low: int = 0, high: int) -> int:
-    if raw is None or raw == "":
-        return default
-    if not ASCII_DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
-        raise Invalid(f"query parameter '{name}' must be an integer within {low}..{high}, got '{raw[:40]}'.")
-    return int(raw)
 
 
 routes = [

@@ -9,7 +9,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from fastdtm import wire
-from fastdtm.errors import ApiError, PayloadTooLarge
+from fastdtm.auth import ROLE_KEY, Role
+from fastdtm.errors import ApiError, Invalid, PayloadTooLarge
+from fastdtm.models import ASCII_DIGITS
+from fastdtm.redaction import Redactor
 
 log = logging.getLogger(__name__)
 
@@ -83,3 +86,20 @@ async def client_gone(request: Request, exc: Exception) -> Response:
 async def store_error(request: Request, exc: Exception) -> Response:
     log.error("%s %s: store error: %s", request.method, request.url.path, exc)
     return json_response({"message": f"store error: {exc}"}, 500)
+
+
+def shown_as(request: Request) -> Redactor | None:
+    """How a transaction is shown: its secrets masked, unless an operator asks with `?reveal=1` (the auth
+    layer names the caller's role in the scope; without authentication every caller is an operator)."""
+    if request.query_params.get("reveal") == "1" and request.scope.get(ROLE_KEY, Role.OPERATOR) is Role.OPERATOR:
+        return None
+    redactor: Redactor = request.scope["state"]["redactor"]
+    return redactor
+
+
+def int_param(raw: str | None, name: str, *, default: int, low: int = 0, high: int) -> int:
+    if raw is None or raw == "":
+        return default
+    if not ASCII_DIGITS.fullmatch(raw) or not low <= int(raw) <= high:
+        raise Invalid(f"query parameter '{name}' must be an integer within {low}..{high}, got '{raw[:40]}'.")
+    return int(raw)

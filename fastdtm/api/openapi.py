@@ -15,11 +15,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from fastdtm import __version__, wire
+from fastdtm.api.admin import ATTENTION_MAX_LIMIT
 from fastdtm.api.dtmsvr import ALL_MAX_LIMIT, MAX_RESET_AHEAD, RESET_CRON_MAX_LIMIT
 from fastdtm.api.kv import DEFAULT_LIMIT as KV_DEFAULT_LIMIT, MAX_LIMIT as KV_MAX_LIMIT
 from fastdtm.auth import ROUTES, Access
+from fastdtm.console import BULK_ACTIONS
 from fastdtm.kinds.msg import MAX_DELAY
 from fastdtm.models import BRANCH_ID_PATTERN, GID_PATTERN, MAX_STEPS, MAX_TIME_MS, OPTION_LIMITS
+from fastdtm.notes import MAX_REASON
 from fastdtm.states import BranchStatus, TransStatus, TransType
 from fastdtm.store.kv import MAX_CAT, MAX_KEY
 from fastdtm.topics import MAX_REMARK, MAX_URL
@@ -246,6 +249,102 @@ def _ops_paths() -> JsonObject:
     }
 
 
+def _admin_paths() -> JsonObject:
+    """The console's endpoints (fastdtm/api/admin.py) and its page (fastdtm/api/admin_ui.py)."""
+    gid_body: JsonObject = {
+        "required": True,
+        "content": _json({"type": "object", "required": ["gid"], "properties": {"gid": _ref("Gid")}}),
+    }
+    mark: JsonObject = {
+        "type": "object",
+        "required": ["gid", "branch_id", "op", "reason"],
+        "properties": {
+            "gid": _ref("Gid"),
+            "branch_id": {"type": "string"},
+            "op": {"type": "string"},
+            "reason": {"type": "string", "minLength": 1, "maxLength": MAX_REASON},
+        },
+    }
+    mark_body: JsonObject = {"required": True, "content": _json(mark)}
+    marked: JsonObject = {"type": "object", "properties": {"status": {"enum": ["succeed", "failed"]}}}
+    bulk: JsonObject = {
+        "type": "object",
+        "required": ["action"],
+        "properties": {
+            "action": {"enum": list(BULK_ACTIONS)},
+            "filter": {
+                "type": "object",
+                "properties": {
+                    "status": {"enum": [str(s) for s in TransStatus]},
+                    "trans_type": {"enum": [str(t) for t in TransType]},
+                    "create_from_ms": _integer(0, MAX_TIME_MS),
+                    "create_to_ms": _integer(0, MAX_TIME_MS),
+                },
+            },
+            "confirm": {"type": "integer", "minimum": 0, "description": "The count the preview showed."},
+        },
+    }
+    page = _query("position", {"type": "string"}, "The `next_position` of the page before.")
+    obj: JsonObject = {"type": "object"}
+    gid_codes = (400, 404, 409, 413, 422, 500)
+
+    def action(summary: str, body: JsonObject = gid_body, ok: JsonObject = obj) -> JsonObject:
+        return {"post": _operation(summary, gid_codes, ok, requestBody=body)}
+
+    html = _operation("The console's page (static).", (), {"type": "string"}, "text/html")
+    asset = _operation("One of the page's static files.", (404,), {"type": "string"}, "application/octet-stream")
+    admin = "/api/admin"
+    return {
+        f"{admin}/transaction": {
+            "get": _operation(
+                "A transaction with the console's notes: retries, last errors, operator marks, pause.",
+                (404, 422, 500),
+                obj,
+                parameters=[_query("gid", _ref("Gid"), "The transaction.", required=True)],
+            )
+        },
+        f"{admin}/retry": action("Retry now: the transaction is due at once."),
+        f"{admin}/pause": action("Pause the retries of a submitted or aborting transaction."),
+        f"{admin}/resume": action("Resume the retries of a paused transaction."),
+        f"{admin}/skip": action(
+            "Record a branch as succeeded, with a reason; the transaction goes on.", mark_body, marked
+        ),
+        f"{admin}/fail": action(
+            "Record a saga action as failed, with a reason; the saga compensates.", mark_body, marked
+        ),
+        f"{admin}/attention": {
+            "get": _operation(
+                "Unfinished transactions whose rounds end in errors, or paused, longest first.",
+                (400, 422, 500),
+                obj,
+                parameters=[_query("limit", _limit(20, ATTENTION_MAX_LIMIT), "Rows per page."), page],
+            )
+        },
+        f"{admin}/bulk": {
+            "post": _operation(
+                "Force stop or retry the unfinished transactions a filter selects: a preview, then `confirm`.",
+                (400, 409, 413, 422, 500),
+                obj,
+                requestBody={"required": True, "content": _json(bulk)},
+            )
+        },
+        f"{admin}/stats": {
+            "get": _operation("This node's live figures and the store's unfinished count.", (500,), obj)
+        },
+        f"{admin}/nodes": {"get": _operation("Live nodes, their heartbeats and the shards they hold.", (500,), obj)},
+        "/admin": {"get": html},
+        "/admin/": {"get": html},
+        "/admin/static/{name}": {
+            "get": {
+                **asset,
+                "parameters": [
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                ],
+            }
+        },
+    }
+
+
 def _options() -> JsonObject:
     def number(name: str, description: str) -> JsonObject:
         bound = _integer(0, OPTION_LIMITS.get(name))
@@ -429,6 +528,7 @@ def document() -> JsonObject:
     """The whole OpenAPI document, built anew (callers may change their copy)."""
     paths: JsonObject = {f"{DTM}{path}": item for path, item in _dtmsvr_paths().items()}
     paths.update(_ops_paths())
+    paths.update(_admin_paths())
     _secure(paths)
     return {
         "openapi": "3.1.0",

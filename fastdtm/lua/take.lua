@@ -15,13 +15,14 @@
 --            retried then)
 -- ARGV[4] -> the new round's token
 -- Returns: {"OK", flat field/value list of the hash, branch records list, held_until_ms}
---        | {"HELD", held_until_ms} | {"FINISHED", status} | {"NOT_FOUND"}
+--        | {"HELD", held_until_ms} | {"PAUSED", paused_ms} | {"FINISHED", status} | {"NOT_FOUND"}
+-- PAUSED: an operator paused its retries (admin_pause.lua); no round runs until it is resumed.
 -- FINISHED and NOT_FOUND also drop the gid from the due index: there is nothing left to schedule.
 local gid = ARGV[1]
 local now_ms = tonumber(ARGV[2])
 local held_until_ms = ARGV[3]
 
-local status, held = unpack(redis.call('HMGET', KEYS[1], 'status', 'held_until'))
+local status, held, paused = unpack(redis.call('HMGET', KEYS[1], 'status', 'held_until', 'paused'))
 if not status then
   redis.call('ZREM', KEYS[3], gid)
   return {'NOT_FOUND'}
@@ -33,6 +34,9 @@ if status == 'succeed' or status == 'failed' then
 end
 if held and tonumber(held) > now_ms then
   return {'HELD', held}
+end
+if paused then
+  return {'PAUSED', paused}
 end
 
 redis.call('HSET', KEYS[1], 'holder', ARGV[4], 'held_until', held_until_ms)

@@ -7,16 +7,20 @@
 -- ARGV[2] -> next_cron_ms
 -- ARGV[3] -> now_ms (update_time)
 -- Returns: {"OK", status} | {"FINISHED", status} (not in the due index: nothing to move) | {"NOT_FOUND"}
+--        | {"PAUSED", paused_ms} (an operator paused its retries: resume it instead, admin_resume.lua)
 local gid = ARGV[1]
 local next_cron_ms = tonumber(ARGV[2])
 local now_ms = ARGV[3]
 
-local status, held = unpack(redis.call('HMGET', KEYS[1], 'status', 'held_until'))
+local status, held, paused = unpack(redis.call('HMGET', KEYS[1], 'status', 'held_until', 'paused'))
 if not status then
   return {'NOT_FOUND'}
 end
 if not redis.call('ZSCORE', KEYS[2], gid) then
   return {'FINISHED', status}
+end
+if paused then
+  return {'PAUSED', paused}
 end
 if held and tonumber(held) > next_cron_ms then
   next_cron_ms = tonumber(held)

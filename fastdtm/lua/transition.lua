@@ -5,6 +5,8 @@
 -- KEYS[2] -> <prefix>:{t}:b:<gid>
 -- KEYS[3] -> <prefix>:{t}:due
 -- KEYS[4] -> <prefix>:{t}:exp
+-- KEYS[5] -> <prefix>:{t}:att       unfinished gid -> since when its rounds end in errors (the console's
+--                                   "needs attention" view, admin_pause.lua)
 -- ARGV[1] -> gid
 -- ARGV[2] -> expected current status
 -- ARGV[3] -> new status (may equal the expected one)
@@ -13,7 +15,9 @@
 -- ARGV[6] -> the hold token of the round that writes, "" for a write that is not a round's (an operator's,
 --            an API call's): a round whose token is no longer the stored holder lost the transaction
 -- ARGV[7] -> the trans_type the writer expects, "" when it knows (a round does): another type is refused
--- ARGV[8 ..] -> field, value, ... to set (a round's writes include held_until, see take.lua)
+-- ARGV[8] -> attention: "" leaves it, "-" clears it (a round ended without an error), "<ms>" records a round
+--            that ended in an error: `retries` + 1, and `failing_since` and the att entry if not there yet
+-- ARGV[9 ..] -> field, value, ... to set (a round's writes include held_until, see take.lua)
 -- Returns: {"OK"} | {"STALE", current_status} | {"FENCED", current_holder} | {"WRONG_TYPE", trans_type}
 --        | {"NOT_FOUND"}
 local gid = ARGV[1]
@@ -23,6 +27,7 @@ local next_cron_ms = ARGV[4]
 local expire_at_ms = ARGV[5]
 local holder = ARGV[6] or ''
 local trans_type = ARGV[7] or ''
+local attention = ARGV[8] or ''
 
 -- Lua's unpack() is bounded by the C stack (about 8000 values): write long argument runs in chunks,
 -- so a large transaction can never fail halfway through its writes.
@@ -51,7 +56,7 @@ end
 if new_status ~= expected then
   redis.call('HSET', KEYS[1], 'status', new_status)
 end
-each_chunk(8, #ARGV, function(...) redis.call('HSET', KEYS[1], ...) end)
+each_chunk(9, #ARGV, function(...) redis.call('HSET', KEYS[1], ...) end)
 if next_cron_ms == '-' then
   redis.call('ZREM', KEYS[3], gid)
 elseif next_cron_ms ~= '' then
@@ -61,5 +66,14 @@ if expire_at_ms ~= '' then
   redis.call('PEXPIREAT', KEYS[1], expire_at_ms)
   redis.call('PEXPIREAT', KEYS[2], expire_at_ms)
   redis.call('ZADD', KEYS[4], expire_at_ms, gid)
+  redis.call('ZREM', KEYS[5], gid)
+elseif attention == '-' then
+  redis.call('ZREM', KEYS[5], gid)
+  redis.call('HDEL', KEYS[1], 'failing_since', 'retries')
+elseif attention ~= '' then
+  redis.call('HINCRBY', KEYS[1], 'retries', 1)
+  if redis.call('HSETNX', KEYS[1], 'failing_since', attention) == 1 then
+    redis.call('ZADD', KEYS[5], attention, gid)
+  end
 end
 return {'OK'}

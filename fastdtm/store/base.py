@@ -16,8 +16,9 @@ from typing import Protocol
 
 from fastdtm.errors import BadRequest
 from fastdtm.models import ASCII_DIGITS, GID_PATTERN, MAX_TIME_MS, Branch, Transaction
+from fastdtm.notes import Notes
 from fastdtm.records import record
-from fastdtm.states import HTTP, TransStatus, can_transition
+from fastdtm.states import HTTP, BranchStatus, TransStatus, can_transition
 
 
 @record
@@ -43,6 +44,9 @@ class Change:
     #: The type the writer takes the transaction for ("": not checked, the writer knows, as a round
     #: does); a transaction of another type is refused (Refused), nothing written.
     trans_type: str = ""
+    #: A round's last write: "<now_ms>" when the round ended in an error (a retry; the console's "needs
+    #: attention"), "-" when it ended without one, "" leaves it (lua/transition.lua, ARGV[8]).
+    attention: str = ""
 
     def __post_init__(self) -> None:
         # The table in states.py is the law: a change outside it is a bug, refused before any write.
@@ -105,6 +109,41 @@ def parse_position(position: str, shards: int) -> tuple[int, int, str] | None:
     ):
         raise BadRequest(f"position '{position[:100]}' is not a cursor this server returned.")
     return int(shard), int(score), gid
+
+
+@record
+class BranchMarking:
+    """An operator's decision on one branch (lua/admin_mark.lua)."""
+
+    gid: str
+    index: int
+    branch_id: str
+    op: str
+    #: The transaction status the decision was checked against; the store refuses it if it changed.
+    expected: TransStatus
+    status: BranchStatus
+    #: notes.mark_value: action, reason, time.
+    mark: str
+    now_ms: int
+    holder: str
+
+
+@record
+class AttentionPage:
+    """A page of the "needs attention" view: gids by since when, oldest first, and the cursor after them."""
+
+    gids: Sequence[tuple[str, int]]
+    next_position: str
+
+
+def parse_attention_position(position: str) -> tuple[int, str] | None:
+    """The attention cursor every store issues, `<since_ms>:<gid>` (the last one listed)."""
+    if not position:
+        return None
+    score, _, gid = position.partition(":")
+    if not (ASCII_DIGITS.fullmatch(score) and int(score) <= MAX_TIME_MS and GID_PATTERN.fullmatch(gid)):
+        raise BadRequest(f"position '{position[:100]}' is not a cursor this server returned.")
+    return int(score), gid
 
 
 @record
@@ -195,6 +234,36 @@ class Store(Protocol):
         ...
 
     async def list_transactions(self, query: ListQuery) -> ListPage: ...
+
+    # The operator's console (fastdtm/console.py): one script per action, as every other change.
+
+    async def load_notes(self, gid: str) -> tuple[Transaction, list[Branch], Notes] | None:
+        """`load` with what the console shows beyond DTM's fields (fastdtm/notes.py)."""
+        ...
+
+    async def pause(self, gid: str, now_ms: int, holder: str) -> bool:
+        """Pause the retries of a submitted or aborting transaction; False if it was paused already. Raises
+        TransNotFound, Stale (another status), Held (a round acts on it now)."""
+        ...
+
+    async def resume(self, gid: str, now_ms: int) -> None:
+        """Resume a paused transaction's retries, due at once. Raises TransNotFound, NotPaused."""
+        ...
+
+    async def mark_branch(self, marking: BranchMarking) -> None:
+        """Record an operator's decision on a branch; the transaction is due at once unless paused. Raises
+        TransNotFound, Stale, Held, NoSuchBranch, BranchDecided."""
+        ...
+
+    async def attention(self, position: str, limit: int) -> AttentionPage:
+        """Unfinished transactions whose rounds end in errors, or paused, oldest first."""
+        ...
+
+    async def unfinished_count(self) -> int: ...
+
+    async def nodes(self) -> list[tuple[str, int]]:
+        """The live nodes' ids with their heartbeat expiry (ms), as `heartbeat` keeps them."""
+        ...
 
     async def ping(self) -> None: ...
 

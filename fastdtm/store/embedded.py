@@ -22,9 +22,19 @@ from fastdtm.clock import Clock, SystemClock
 from fastdtm.errors import LeaseLost, Refused
 from fastdtm.metrics import Metrics
 from fastdtm.models import MAX_BRANCHES, Branch, Transaction
+from fastdtm.notes import Notes
 from fastdtm.states import HTTP, TERMINAL, TransStatus
-from fastdtm.store import sqlite_cron as cron, sqlite_trans as sql
-from fastdtm.store.base import Change, ListPage, ListQuery, Taken, parse_position
+from fastdtm.store import sqlite_admin as admin, sqlite_cron as cron, sqlite_trans as sql
+from fastdtm.store.base import (
+    AttentionPage,
+    BranchMarking,
+    Change,
+    ListPage,
+    ListQuery,
+    Taken,
+    parse_attention_position,
+    parse_position,
+)
 from fastdtm.store.replies import raise_for
 from fastdtm.store.sqlite_db import Database, StoreInUse
 
@@ -160,6 +170,38 @@ class EmbeddedStore:
 
     async def heartbeat(self, node_id: str, now_ms: int, ttl_ms: int) -> list[str]:
         return await self.db.write(cron.heartbeat, node_id, now_ms, ttl_ms)
+
+    async def load_notes(self, gid: str) -> tuple[Transaction, list[Branch], Notes] | None:
+        self._count("load")
+        return await self.db.read(admin.load_notes, gid, self.clock.now_ms())
+
+    async def pause(self, gid: str, now_ms: int, holder: str) -> bool:
+        self._count("admin_pause")
+        reply = await self.db.write(admin.pause, gid, now_ms, holder, self.clock.now_ms())
+        if reply[0] == "ALREADY":
+            return False
+        raise_for(reply, gid)
+        return True
+
+    async def resume(self, gid: str, now_ms: int) -> None:
+        self._count("admin_resume")
+        raise_for(await self.db.write(admin.resume, gid, now_ms, self.clock.now_ms()), gid)
+
+    async def mark_branch(self, marking: BranchMarking) -> None:
+        self._count("admin_mark")
+        raise_for(await self.db.write(admin.mark_branch, marking, self.clock.now_ms()), marking.gid)
+
+    async def attention(self, position: str, limit: int) -> AttentionPage:
+        found = await self.db.read(admin.attention, parse_attention_position(position), limit)
+        page = found[:limit]
+        cursor = f"{page[-1][1]}:{page[-1][0]}" if len(found) > limit and page else ""
+        return AttentionPage(page, cursor)
+
+    async def unfinished_count(self) -> int:
+        return await self.db.read(admin.unfinished_count)
+
+    async def nodes(self) -> list[tuple[str, int]]:
+        return await self.db.read(admin.nodes, self.clock.now_ms())
 
     async def list_transactions(self, query: ListQuery) -> ListPage:
         self._count("list")

@@ -8,10 +8,12 @@ result is one HSET, never a rewrite of the record.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 
 from fastdtm import wire
 from fastdtm.models import Branch, Options, Transaction
+from fastdtm.notes import BranchError, Mark, Notes, decode_error, decode_mark
 from fastdtm.states import TERMINAL, BranchStatus, TransStatus, TransType
 from fastdtm.store.base import Change
 
@@ -23,6 +25,8 @@ _INT_FIELDS = {
     "next_cron_interval": "next_cron_interval_ms",
 }
 _STR_FIELDS = ("custom_data", "query_prepared", "protocol", "rollback_reason", "result")
+#: A branch's last error `e<i>` or operator's mark `o<i>` (fastdtm/notes.py).
+_NOTE = re.compile(r"[eo][0-9]+")
 
 
 def trans_fields(trans: Transaction) -> list[str]:
@@ -109,6 +113,26 @@ def decode_branches(fields: Mapping[str, str], records: Sequence[str]) -> list[B
             branch = branch.with_status(BranchStatus(status), int(finish_ms))
         branches.append(branch)
     return branches
+
+
+def decode_notes(fields: Mapping[str, str]) -> Notes:
+    """What the console shows beyond DTM's fields (fastdtm/notes.py): `e<i>`, `o<i>`, `paused`, ..."""
+    errors: dict[int, BranchError] = {}
+    marks: dict[int, Mark] = {}
+    for name, value in fields.items():
+        if _NOTE.fullmatch(name):
+            if name[0] == "e":
+                errors[int(name[1:])] = decode_error(value)
+            else:
+                marks[int(name[1:])] = decode_mark(value)
+    return Notes(
+        paused_ms=int(fields.get("paused") or 0),
+        failing_since_ms=int(fields.get("failing_since") or 0),
+        retries=int(fields.get("retries") or 0),
+        held_until_ms=int(fields.get("held_until") or 0),
+        errors=errors,
+        marks=marks,
+    )
 
 
 def pairs(flat: Sequence[str]) -> dict[str, str]:

@@ -18,11 +18,22 @@ from typing import Any, Final
 from fastdtm.errors import LeaseLost, StoreUnavailable
 from fastdtm.log_throttle import FaultLog
 from fastdtm.metrics import Metrics
-from fastdtm.models import MAX_BRANCHES, Branch, Transaction
+from fastdtm.models import MAX_BRANCHES, PAUSED_MS, Branch, Transaction
+from fastdtm.notes import Notes
 from fastdtm.sharding import Keys
 from fastdtm.states import HTTP, TERMINAL, TransStatus
 from fastdtm.store import hashes
-from fastdtm.store.base import Change, ListPage, ListQuery, Taken, check_take_over, parse_position
+from fastdtm.store.base import (
+    AttentionPage,
+    BranchMarking,
+    Change,
+    ListPage,
+    ListQuery,
+    Taken,
+    check_take_over,
+    parse_attention_position,
+    parse_position,
+)
 from fastdtm.store.redis_client import Commands
 from fastdtm.store.replies import raise_for
 from fastdtm.store.resp import Arg, ReplyError
@@ -41,9 +52,13 @@ SCRIPTS: Final = (
     "reset_cron",
     "take",
     "take_over",
+    "admin_pause",
+    "admin_resume",
+    "admin_mark",
 )
-#: The scripts whose writes a failover must not lose (see `Script`).
-DURABLE: Final = frozenset({"create", "transition", "touch", "register_branch", "reset_cron", "take", "take_over"})
+#: The scripts whose writes a failover must not lose (see `Script`): every write but the cron's claims and
+#: leases, which a failover may lose; `load` writes nothing.
+DURABLE: Final = frozenset(SCRIPTS) - {"load", "claim_due", "lease_renew", "lease_release"}
 
 
 class Script:
@@ -129,7 +144,7 @@ class RedisStore:
         return hashes.decode_trans(fields, reply[2]), hashes.decode_branches(fields, reply[1])
 
     async def transition(self, change: Change) -> None:
-        g, b, due, _, exp = self.keys.of_trans(change.gid)
+        g, b, due, exp, att = self.keys.of_transition(change.gid)
         finished = change.status in TERMINAL
         if finished:
             schedule: str | int = "-"
@@ -144,9 +159,10 @@ class RedisStore:
             expire,
             change.holder,
             change.trans_type,
+            change.attention,
         ]
         args += hashes.change_fields(change)
-        reply = await self._run("transition", [g, b, due, exp], args)
+        reply = await self._run("transition", [g, b, due, exp, att], args)
         raise_for(reply, change.gid, trans_type=change.trans_type)
 
     async def take(self, gid: str, now_ms: int, held_until_ms: int, holder: str) -> Taken | None:
@@ -187,7 +203,9 @@ class RedisStore:
             return 0, False
         moved = 0
         for shard in range(self.shards):
-            count, _ = await self._run("reset_cron", [self.keys.due(shard)], [threshold_ms, now_ms, limit - moved])
+            count, _ = await self._run(
+                "reset_cron", [self.keys.due(shard)], [threshold_ms, now_ms, limit - moved, PAUSED_MS]
+            )
             moved += count
             if moved >= limit:
                 return moved, True  # DTM's meaning: the limit was hit, call again
@@ -291,6 +309,72 @@ class RedisStore:
     async def list_transactions(self, query: ListQuery) -> ListPage:
         async with mapped():
             return await _Lister(self, query).page()
+
+    async def load_notes(self, gid: str) -> tuple[Transaction, list[Branch], Notes] | None:
+        g, b, due, _, _ = self.keys.of_trans(gid)
+        reply = await self._run("load", [g, b, due], [gid])
+        if not reply:
+            return None
+        fields = hashes.pairs(reply[0])
+        trans = hashes.decode_trans(fields, reply[2])
+        return trans, hashes.decode_branches(fields, reply[1]), hashes.decode_notes(fields)
+
+    async def pause(self, gid: str, now_ms: int, holder: str) -> bool:
+        g, _, due, _, _ = self.keys.of_trans(gid)
+        att = self.keys.attention(self.keys.shard_of(gid))
+        reply = await self._run("admin_pause", [g, due, att], [gid, now_ms, PAUSED_MS, holder])
+        if reply[0] == "ALREADY":
+            return False
+        raise_for(reply, gid)
+        return True
+
+    async def resume(self, gid: str, now_ms: int) -> None:
+        g, _, due, _, _ = self.keys.of_trans(gid)
+        att = self.keys.attention(self.keys.shard_of(gid))
+        raise_for(await self._run("admin_resume", [g, due, att], [gid, now_ms]), gid)
+
+    async def mark_branch(self, marking: BranchMarking) -> None:
+        m = marking
+        g, b, due, _, _ = self.keys.of_trans(m.gid)
+        args: list[str | int] = [m.gid, m.index, m.branch_id, m.op, m.expected, m.status, m.mark, m.now_ms, m.holder]
+        raise_for(await self._run("admin_mark", [g, b, due], args), m.gid)
+
+    async def attention(self, position: str, limit: int) -> AttentionPage:
+        """Each shard's oldest entries after the cursor, merged: a page costs one ZRANGEBYSCORE per shard (sent
+        together), never a walk over the transactions."""
+        after = parse_attention_position(position) or (0, "")
+        since, last_gid = after
+        keys = [self.keys.attention(shard) for shard in range(self.shards)]
+        commands: list[tuple[Arg, ...]] = [
+            (k, "ZRANGEBYSCORE", k, f"({since}", "+inf", "WITHSCORES", "LIMIT", 0, limit + 1) for k in keys
+        ]
+        if last_gid:
+            # Entries at the cursor's own time (rounds failing in the same ms): those after its gid.
+            commands += [(k, "ZRANGEBYSCORE", k, since, since, "WITHSCORES") for k in keys]
+        else:
+            commands = [(k, "ZRANGEBYSCORE", k, since, "+inf", "WITHSCORES", "LIMIT", 0, limit + 1) for k in keys]
+        async with mapped():
+            replies = await asyncio.gather(*(self.client.execute(str(c[0]), *c[1:]) for c in commands))
+        found: list[tuple[int, str]] = []
+        for flat in replies:
+            entries = [(int(float(score)), str(gid)) for gid, score in zip(flat[::2], flat[1::2], strict=True)]
+            found += [entry for entry in entries if entry > after]
+        found.sort()
+        page = found[:limit]
+        cursor = f"{page[-1][0]}:{page[-1][1]}" if len(found) > limit and page else ""
+        return AttentionPage([(gid, since) for since, gid in page], cursor)
+
+    async def unfinished_count(self) -> int:
+        keys = [self.keys.due(shard) for shard in range(self.shards)]
+        async with mapped():
+            counts = await asyncio.gather(*(self.client.execute(k, "ZCARD", k) for k in keys))
+        return sum(int(c) for c in counts)
+
+    async def nodes(self) -> list[tuple[str, int]]:
+        key = self.keys.nodes()
+        async with mapped():
+            flat = await self.client.execute(key, "ZRANGE", key, 0, -1, "WITHSCORES")
+        return [(str(node), int(float(score))) for node, score in zip(flat[::2], flat[1::2], strict=True)]
 
     async def ping(self) -> None:
         async with mapped():

@@ -10,7 +10,7 @@ never half. sqlite3's errors become `StoreUnavailable` here and nowhere else.
 One node only: the file is locked (`flock` on `<path>.lock`) from `open` to `close`, so a second fastdtm
 process on the same file is refused with `StoreInUse` instead of sharing a store it cannot coordinate with.
 
-Tables (schema version 2; times in ms; a version-1 file is upgraded in place when opened):
+Tables (schema version 3; times in ms; an older file is upgraded in place when opened):
 
 ==============  =====================================================================================
 table           content
@@ -20,9 +20,12 @@ trans           one row per transaction; columns named as the Redis hash fields 
                 column = the field is absent; an absent time reads as 0 either way), plus
                 ``next_cron_time`` (the schedule, Redis's ``due`` score; NULL once finished) and
                 ``expire_at`` (finished data is gone from then on; NULL while unfinished);
-                ``holder``/``held_until`` are a round's hold (``lua/take.lua``; version 2)
+                ``holder``/``held_until`` are a round's hold (``lua/take.lua``; version 2);
+                ``paused``, ``failing_since``, ``retries`` the console's fields (fastdtm/notes.py) and
+                ``attention`` the score of Redis's ``att`` index (version 3)
 branch          branch records: ``idx`` = place in the list, UNIQUE (gid, branch_id, op) as DTM's
-                SQL schema; ``status``/``finish_time`` NULL until a result is recorded
+                SQL schema; ``status``/``finish_time`` NULL until a result is recorded; ``last_error``,
+                ``operator`` the hash fields ``e<i>``, ``o<i>`` (version 3)
 lease           shard -> ``holder`` (``"<node_id> <token>"``) until ``expire_at`` (wall clock)
 node            node_id -> heartbeat expiry
 kv              KV entries (topics): (cat, k) -> v, version, create_time, update_time
@@ -47,7 +50,7 @@ from fastdtm.errors import StoreUnavailable
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 
 SCHEMA: Final = """
 CREATE TABLE schema_version (version INTEGER NOT NULL) STRICT;
@@ -69,11 +72,16 @@ CREATE TABLE trans (
     next_cron_time     INTEGER,
     expire_at          INTEGER,
     holder             TEXT,
-    held_until         INTEGER NOT NULL DEFAULT 0
+    held_until         INTEGER NOT NULL DEFAULT 0,
+    paused             INTEGER,
+    failing_since      INTEGER,
+    retries            INTEGER,
+    attention          INTEGER
 ) STRICT;
 CREATE INDEX trans_due ON trans (next_cron_time, gid) WHERE next_cron_time IS NOT NULL;
 CREATE INDEX trans_created ON trans (create_time, gid);
 CREATE INDEX trans_expiry ON trans (expire_at) WHERE expire_at IS NOT NULL;
+CREATE INDEX trans_attention ON trans (attention, gid) WHERE attention IS NOT NULL;
 CREATE TABLE branch (
     gid         TEXT NOT NULL REFERENCES trans (gid) ON DELETE CASCADE,
     idx         INTEGER NOT NULL,
@@ -84,6 +92,8 @@ CREATE TABLE branch (
     create_time INTEGER NOT NULL,
     status      TEXT,
     finish_time INTEGER,
+    last_error  TEXT,
+    operator    TEXT,
     PRIMARY KEY (gid, idx),
     UNIQUE (gid, branch_id, op)
 ) STRICT;
@@ -249,6 +259,15 @@ UPGRADES: Final = {
     1: (
         "ALTER TABLE trans ADD COLUMN holder TEXT",
         "ALTER TABLE trans ADD COLUMN held_until INTEGER NOT NULL DEFAULT 0",
+    ),
+    2: (
+        "ALTER TABLE trans ADD COLUMN paused INTEGER",
+        "ALTER TABLE trans ADD COLUMN failing_since INTEGER",
+        "ALTER TABLE trans ADD COLUMN retries INTEGER",
+        "ALTER TABLE trans ADD COLUMN attention INTEGER",
+        "CREATE INDEX trans_attention ON trans (attention, gid) WHERE attention IS NOT NULL",
+        "ALTER TABLE branch ADD COLUMN last_error TEXT",
+        "ALTER TABLE branch ADD COLUMN operator TEXT",
     ),
 }
 

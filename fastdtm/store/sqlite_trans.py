@@ -18,8 +18,8 @@ import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final, TypeAlias
 
-from fastdtm.errors import Held
-from fastdtm.models import MAX_BRANCHES, Branch, Transaction
+from fastdtm.errors import Held, Paused
+from fastdtm.models import MAX_BRANCHES, PAUSED_MS, Branch, Transaction
 from fastdtm.states import HTTP, TERMINAL, BranchStatus, TransStatus
 from fastdtm.store import hashes
 from fastdtm.store.base import Change, Taken, check_take_over
@@ -45,14 +45,29 @@ FIELDS: Final = (
     "next_cron_interval",
     "holder",
     "held_until",
+    "paused",
+    "failing_since",
+    "retries",
 )
 INT_FIELDS: Final = frozenset(
-    {"create_time", "update_time", "finish_time", "rollback_time", "next_cron_interval", "held_until"}
+    {
+        "create_time",
+        "update_time",
+        "finish_time",
+        "rollback_time",
+        "next_cron_interval",
+        "held_until",
+        "paused",
+        "failing_since",
+        "retries",
+    }
 )
 #: Fields a transition may overwrite: every column but the key.
 WRITABLE: Final = frozenset(FIELDS) - {"gid"}
 #: A branch progress field, `s<index>` (see `hashes.branch_progress`).
 _PROGRESS: Final = re.compile(r"s(\d+)")
+#: A branch's last error, `e<index>` (see `notes.error_field`): the branch row's `last_error`.
+_ERROR: Final = re.compile(r"e(\d+)")
 
 SELECT_TRANS: Final = f"SELECT {', '.join(FIELDS)}, next_cron_time FROM trans"
 #: A row is there unless its data expired (the Redis key's TTL passed); bind `wall_ms`.
@@ -110,30 +125,48 @@ def load(conn: sqlite3.Connection, gid: str, wall_ms: int) -> tuple[Transaction,
 def transition(conn: sqlite3.Connection, change: Change, expire_at: int | None, wall_ms: int) -> Reply:
     """transition.lua: status (and, for a round's write, holder) compare-and-set, fields and branch progress,
     reschedule or finish."""
-    query = f"SELECT status, holder, trans_type FROM trans WHERE gid = ? AND {ALIVE}"
+    query = f"SELECT status, holder, trans_type, failing_since, retries FROM trans WHERE gid = ? AND {ALIVE}"
     row = conn.execute(query, (change.gid, wall_ms)).fetchone()
     if row is None:
         return ("NOT_FOUND",)
-    current, holder, stored_type = row
+    current, holder, stored_type, failing_since, retries = row
     if change.trans_type and stored_type != change.trans_type:
         return ("WRONG_TYPE", stored_type)
     if current != change.expected:
         return ("STALE", current)
     if change.holder and holder != change.holder:
         return ("FENCED", holder or "")
-    columns, progress = split_fields(hashes.change_fields(change))
+    columns, progress, errors = split_fields(hashes.change_fields(change))
     if change.status is not change.expected:
         columns = {"status": change.status, **columns}
     if change.status in TERMINAL:
-        columns |= {"next_cron_time": None, "expire_at": expire_at}
-    elif change.next_cron_ms is not None:
-        columns["next_cron_time"] = change.next_cron_ms
+        columns |= {"next_cron_time": None, "expire_at": expire_at, "attention": None}
+    else:
+        if change.next_cron_ms is not None:
+            columns["next_cron_time"] = change.next_cron_ms
+        columns |= _attention(change.attention, failing_since, retries)
     _update(conn, change.gid, columns)
     conn.executemany(
         "UPDATE branch SET status = ?, finish_time = ? WHERE gid = ? AND idx = ?",
         ((status, finish_ms, change.gid, index) for index, (status, finish_ms) in progress.items()),
     )
+    conn.executemany(
+        "UPDATE branch SET last_error = ? WHERE gid = ? AND idx = ?",
+        ((error, change.gid, index) for index, error in errors.items()),
+    )
     return ("OK",)
+
+
+def _attention(attention: str, failing_since: int | None, retries: int | None) -> dict[str, int | None]:
+    """transition.lua's ARGV[8] as columns: a round ending in an error counts, one ending without clears."""
+    if attention == "-":
+        return {"failing_since": None, "retries": None, "attention": None}
+    if attention:
+        since = failing_since if failing_since is not None else int(attention)
+        # The att entry is added with failing_since only: a paused transaction keeps its own entry.
+        added = {"attention": since} if failing_since is None else {}
+        return {"failing_since": since, "retries": (retries or 0) + 1, **added}
+    return {}
 
 
 def take(
@@ -141,12 +174,15 @@ def take(
 ) -> Taken | None:
     """take.lua: hold an unfinished transaction for a new round and read it; None (and no longer scheduled)
     when absent or finished. A hold that ends after `now_ms` raises Held, having written nothing."""
-    row = conn.execute(f"SELECT status, held_until FROM trans WHERE gid = ? AND {ALIVE}", (gid, wall_ms)).fetchone()
+    query = f"SELECT status, held_until, paused FROM trans WHERE gid = ? AND {ALIVE}"
+    row = conn.execute(query, (gid, wall_ms)).fetchone()
     if row is None or row[0] in TERMINAL:
         forget(conn, gid)
         return None
     if row[1] > now_ms:
         raise Held(row[1])
+    if row[2] is not None:
+        raise Paused(row[2])
     conn.execute(
         "UPDATE trans SET holder = ?, held_until = ?, next_cron_time = ? WHERE gid = ?",
         (holder, held_until_ms, held_until_ms, gid),
@@ -209,13 +245,15 @@ def register_branch(
 def touch(conn: sqlite3.Connection, gid: str, next_cron_ms: int, now_ms: int, wall_ms: int) -> Reply:
     """touch.lua: move an unfinished transaction's schedule, never before a round's hold ends; a finished one
     has none to move."""
-    query = f"SELECT status, next_cron_time, held_until FROM trans WHERE gid = ? AND {ALIVE}"
+    query = f"SELECT status, next_cron_time, held_until, paused FROM trans WHERE gid = ? AND {ALIVE}"
     row = conn.execute(query, (gid, wall_ms)).fetchone()
     if row is None:
         return ("NOT_FOUND",)
-    status, scheduled, held_until = row
+    status, scheduled, held_until, paused = row
     if scheduled is None:
         return ("FINISHED", status)
+    if paused is not None:
+        return ("PAUSED", str(paused))
     conn.execute(
         "UPDATE trans SET next_cron_time = ?, update_time = ? WHERE gid = ?",
         (max(next_cron_ms, held_until), now_ms, gid),
@@ -226,7 +264,8 @@ def touch(conn: sqlite3.Connection, gid: str, next_cron_ms: int, now_ms: int, wa
 def reset_cron(conn: sqlite3.Connection, threshold_ms: int, now_ms: int, limit: int) -> tuple[int, int]:
     """reset_cron.lua: schedule at now up to `limit` transactions due after the threshold, earliest first."""
     found = conn.execute(
-        "SELECT gid FROM trans WHERE next_cron_time > ? ORDER BY next_cron_time, gid LIMIT ?", (threshold_ms, limit + 1)
+        "SELECT gid FROM trans WHERE next_cron_time > ? AND next_cron_time < ? ORDER BY next_cron_time, gid LIMIT ?",
+        (threshold_ms, PAUSED_MS, limit + 1),
     ).fetchall()
     moved = min(len(found), limit)
     conn.executemany("UPDATE trans SET next_cron_time = ? WHERE gid = ?", ((now_ms, gid) for (gid,) in found[:moved]))
@@ -245,19 +284,23 @@ def decode_trans(row: Sequence[str | int | None]) -> Transaction:
     return hashes.decode_trans(fields, "" if scheduled is None else str(scheduled))
 
 
-def split_fields(flat: Sequence[str]) -> tuple[dict[str, str | int | None], dict[int, tuple[str, int]]]:
-    """Hash field/value pairs as columns to set and branch progress by index; an unknown field is a bug."""
+def split_fields(flat: Sequence[str]) -> tuple[dict[str, str | int | None], dict[int, tuple[str, int]], dict[int, str]]:
+    """Hash field/value pairs as columns to set, branch progress by index and branch errors by index; an
+    unknown field is a bug."""
     columns: dict[str, str | int | None] = {}
     progress: dict[int, tuple[str, int]] = {}
+    errors: dict[int, str] = {}
     for name, value in hashes.pairs(flat).items():
         if match := _PROGRESS.fullmatch(name):
             status, finish_ms = value.split(" ")
             progress[int(match[1])] = (status, int(finish_ms))
+        elif match := _ERROR.fullmatch(name):
+            errors[int(match[1])] = value
         elif name in WRITABLE:
             columns[name] = int(value) if name in INT_FIELDS else value
         else:
             raise ValueError(f"a transaction has no field {name!r} to write")
-    return columns, progress
+    return columns, progress, errors
 
 
 def _insert(

@@ -26,6 +26,9 @@ REGISTER_BRANCH: Final = LuaScript("register_branch")
 RESET_CRON: Final = LuaScript("reset_cron")
 TAKE: Final = LuaScript("take")
 TAKE_OVER: Final = LuaScript("take_over")
+ADMIN_PAUSE: Final = LuaScript("admin_pause")
+ADMIN_RESUME: Final = LuaScript("admin_resume")
+ADMIN_MARK: Final = LuaScript("admin_mark")
 
 #: A "now" for scripts that only store time as data: they never read the clock, so any value will do.
 T0: Final = 1_700_000_000_000
@@ -107,7 +110,7 @@ async def list_of(client: Client, key: str) -> list[str]:
 
 @dataclass(frozen=True, slots=True)
 class TransState:
-    """Everything one transaction occupies: its two keys, their expiry, and its shard's three sorted sets."""
+    """Everything one transaction occupies: its two keys, their expiry, and its shard's four sorted sets."""
 
     fields: dict[str, str]
     branches: list[str]
@@ -115,6 +118,7 @@ class TransState:
     due: dict[str, float]
     idx: dict[str, float]
     exp: dict[str, float]
+    att: dict[str, float]
 
 
 async def trans_state(client: Client, gid: str) -> TransState:
@@ -126,6 +130,7 @@ async def trans_state(client: Client, gid: str) -> TransState:
         due=await zset(client, due),
         idx=await zset(client, idx),
         exp=await zset(client, exp),
+        att=await zset(client, KEYS.attention(KEYS.shard_of(gid))),
     )
 
 

@@ -9,7 +9,11 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ClusterCrossSlotError, RedisClusterException
 
+from fastdtm.models import PAUSED_MS
 from tests.lua.support import (
+    ADMIN_MARK,
+    ADMIN_PAUSE,
+    ADMIN_RESUME,
     CLAIM_DUE,
     CREATE,
     KEYS,
@@ -39,9 +43,10 @@ def cluster_of(redis_url: str, client: Client) -> RedisCluster:
 
 def script_keys(gid: str) -> list[list[str]]:
     """The KEYS of every per-transaction script for one gid, as `RedisStore` passes them: create, transition,
-    touch, load (and take, take_over), register_branch."""
+    touch, load (and take, take_over, admin_mark), register_branch, admin_pause (and admin_resume)."""
     g, b, due, idx, exp = KEYS.of_trans(gid)
-    return [[g, b, due, idx, exp], [g, b, due, exp], [g, due], [g, b, due], [g, b]]
+    att = KEYS.attention(KEYS.shard_of(gid))
+    return [[g, b, due, idx, exp], list(KEYS.of_transition(gid)), [g, due], [g, b, due], [g, b], [g, due, att]]
 
 
 def shard_keys(shard: int) -> list[list[str]]:
@@ -83,9 +88,10 @@ async def test_every_script_runs_on_every_master(redis_url: str, client: Client)
         triple = ['["01", "confirm", "", "", 0]', "u:01:confirm", "prepared"]
         assert tagged(await REGISTER_BRANCH(cluster, [g, b], [T0, "tcc", 100, "http", *triple])) == ["OK"]
         assert tagged(await TOUCH(cluster, [g, due], [gid, T0 + 5, T0])) == ["OK", "prepared"]
-        moved = await TRANSITION(cluster, [g, b, due, exp], [gid, "prepared", "submitted", "", "", "", "tcc"])
+        transition_keys = list(KEYS.of_transition(gid))
+        moved = await TRANSITION(cluster, transition_keys, [gid, "prepared", "submitted", "", "", "", "tcc", str(T0)])
         assert tagged(moved) == ["OK"]
-        assert await RESET_CRON(cluster, [due], [T0, T0 - 1, 10]) == [1, 0]
+        assert await RESET_CRON(cluster, [due], [T0, T0 - 1, 10, PAUSED_MS]) == [1, 0]
         loaded = await LOAD(cluster, [g, b, due], [gid])
         assert len(loaded[1]) == 2
         assert loaded[2] == str(T0 - 1)
@@ -97,6 +103,11 @@ async def test_every_script_runs_on_every_master(redis_url: str, client: Client)
         assert (await TAKE(cluster, [g, b, due], [gid, T0 + 2, T0 + 9, "r1"]))[0] == "OK"
         taking_over = await TAKE_OVER(cluster, [g, b, due], [gid, "tcc", "prepared", "aborting", T0 + 9, "r2"])
         assert tagged(taking_over) == ["STALE", "submitted"]
+        att = KEYS.attention(shard)
+        assert tagged(await ADMIN_PAUSE(cluster, [g, due, att], [gid, T0 + 10, PAUSED_MS, "op1"])) == ["OK"]
+        assert tagged(await ADMIN_RESUME(cluster, [g, due, att], [gid, T0 + 11])) == ["OK"]
+        mark: list[str | int] = [gid, 0, "01", "cancel", "submitted", "succeed", '["skip", "r", 1]', T0 + 12, "op2"]
+        assert tagged(await ADMIN_MARK(cluster, [g, b, due], mark)) == ["OK"]
 
     for node in cluster.get_primaries():
         stored = await cluster.keys(f"{KEYS.prefix}:*:g:*", target_nodes=node)

@@ -1,5 +1,6 @@
 """`reset_cron.lua`: bring forward the transactions of one shard scheduled far ahead (resetCronTime). Pins KEYS due;
-ARGV threshold_ms, now_ms, limit; only gids scored strictly after the threshold move, at most `limit` of them,
+ARGV threshold_ms, now_ms, limit, paused score; only gids scored strictly after the threshold (and before the
+paused score) move, at most `limit` of them,
 earliest first, to score now_ms; replies {moved, more} with more = 1 only if such gids are left over; nothing but
 `due` is written. And `RedisStore.reset_cron`, which walks the shards in order, hands each the limit left and
 returns (moved, limit_hit)."""
@@ -10,6 +11,7 @@ from typing import Any
 
 from redis.asyncio.cluster import RedisCluster
 
+from fastdtm.models import PAUSED_MS
 from fastdtm.store.redis import RedisStore
 from tests.lua.support import KEYS, RESET_CRON, T0, fields_of, gids_in_shard, records, seed, trans_state, zset
 from tests.support.redis_client import Client
@@ -21,7 +23,7 @@ THRESHOLD = NOW + 60_000
 
 async def reset(client: Client, limit: int = 100, threshold: int = THRESHOLD, now: int = NOW) -> Any:
     """One `reset_cron` call on SHARD, arguments in the header's order."""
-    return await RESET_CRON(client, [KEYS.due(SHARD)], [threshold, now, limit])
+    return await RESET_CRON(client, [KEYS.due(SHARD)], [threshold, now, limit, PAUSED_MS])
 
 
 async def due_in(client: Client, scores: dict[str, int], shard: int = SHARD) -> None:

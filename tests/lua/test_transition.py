@@ -1,6 +1,7 @@
 """`transition.lua`: the status compare-and-set that every change of a transaction goes through (branch
-results included, as a transition to the same status). Pins KEYS g, b, due, exp; ARGV gid, expected, new,
-schedule (""=keep, number=re-score, "-"=drop), expire_at_ms|"", holder|"", trans_type|"", field/value pairs;
+results included, as a transition to the same status). Pins KEYS g, b, due, exp, att; ARGV gid, expected, new,
+schedule (""=keep, number=re-score, "-"=drop), expire_at_ms|"", holder|"", trans_type|"", attention ("", "-",
+ms), field/value pairs;
 replies {"OK"} | {"STALE", current} | {"FENCED", current_holder} | {"WRONG_TYPE", stored} | {"NOT_FOUND"}, with no
 write at all unless OK; and the
 `RedisStore.transition` mapping to `Stale(.current)` / `Fenced(.current)` / `TransNotFound`."""
@@ -46,11 +47,11 @@ async def transition(
     expire_at: int | str = "",
     holder: str = "",
     trans_type: str = "",
+    attention: str = "",
 ) -> Any:
     """One `transition` call, arguments in the header's order."""
-    g, b, due, _, exp = KEYS.of_trans(gid)
-    args = [gid, expected, new, schedule, expire_at, holder, trans_type, *fields]
-    return await TRANSITION(client, [g, b, due, exp], args)
+    args = [gid, expected, new, schedule, expire_at, holder, trans_type, attention, *fields]
+    return await TRANSITION(client, list(KEYS.of_transition(gid)), args)
 
 
 async def test_ok_sets_the_new_status_and_the_fields(client: Client) -> None:

@@ -11,6 +11,7 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import pytest
 
@@ -23,6 +24,7 @@ from fastdtm.store.embedded_kv import EmbeddedKV
 from fastdtm.store.kv import RedisKV
 from fastdtm.store.kv_base import KV
 from fastdtm.store.sqlite_cron import RETIRE_BATCH
+from fastdtm.store.sqlite_db import SCHEMA_VERSION
 from tests.store.contract.support import LEASE, saga_branches, snapshot, trans, wall_ms
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,7 +134,9 @@ async def test_one_file_in_wal_mode_with_full_sync_and_foreign_keys(tmp_path: Pa
 
         # synchronous 2 = FULL: a commit is fsynced before the caller hears of it.
         assert await store.db.read(settings) == ["wal", 2, 1]
-        assert await store.db.read(lambda conn: conn.execute("SELECT version FROM schema_version").fetchall()) == [(2,)]
+        assert await store.db.read(lambda conn: conn.execute("SELECT version FROM schema_version").fetchall()) == [
+            (SCHEMA_VERSION,)
+        ]
         assert store.shards == 1
         assert (tmp_path / "new" / "dir" / "fastdtm.db.lock").read_text().strip() == str(os.getpid())
     finally:
@@ -394,24 +398,40 @@ async def test_a_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
     with sqlite3.connect(path) as conn:
         conn.execute("UPDATE schema_version SET version = 99")
     conn.close()
-    with pytest.raises(StoreUnavailable, match="schema version 99; this fastdtm reads 2"):
+    with pytest.raises(StoreUnavailable, match=f"schema version 99; this fastdtm reads {SCHEMA_VERSION}"):
         await EmbeddedStore.open(str(path), 1000)
     # A refused open keeps no lock: trying again meets the same problem, not StoreInUse.
     with pytest.raises(StoreUnavailable, match="schema version 99"):
         await EmbeddedStore.open(str(path), 1000)
 
 
-async def test_a_version_1_file_is_upgraded_in_place_and_keeps_its_transactions(tmp_path: Path) -> None:
-    path = tmp_path / "v1.db"
+#: What each older file version lacks, newest first: dropping them turns a new file into one of that version.
+_ADDED_IN: Final = {
+    3: (
+        "DROP INDEX trans_attention",
+        "ALTER TABLE trans DROP COLUMN paused",
+        "ALTER TABLE trans DROP COLUMN failing_since",
+        "ALTER TABLE trans DROP COLUMN retries",
+        "ALTER TABLE trans DROP COLUMN attention",
+        "ALTER TABLE branch DROP COLUMN last_error",
+        "ALTER TABLE branch DROP COLUMN operator",
+    ),
+    2: ("ALTER TABLE trans DROP COLUMN holder", "ALTER TABLE trans DROP COLUMN held_until"),
+}
+
+
+@pytest.mark.parametrize("old_version", [1, 2])
+async def test_an_older_file_is_upgraded_in_place_and_keeps_its_transactions(tmp_path: Path, old_version: int) -> None:
+    path = tmp_path / f"v{old_version}.db"
     now = wall_ms()
     store = await EmbeddedStore.open(str(path), 60_000)
     await store.create(trans("g1", now), saga_branches(now, 1))
     await store.close()
-    # What a version-1 file is: the trans table without the hold's columns (version 2 added them).
     with sqlite3.connect(path) as conn:
-        conn.execute("ALTER TABLE trans DROP COLUMN holder")
-        conn.execute("ALTER TABLE trans DROP COLUMN held_until")
-        conn.execute("UPDATE schema_version SET version = 1")
+        for newer in range(SCHEMA_VERSION, old_version, -1):
+            for statement in _ADDED_IN[newer]:
+                conn.execute(statement)
+        conn.execute("UPDATE schema_version SET version = ?", (old_version,))
     conn.close()
 
     store = await EmbeddedStore.open(str(path), 60_000)
@@ -419,6 +439,9 @@ async def test_a_version_1_file_is_upgraded_in_place_and_keeps_its_transactions(
         claim = await store.take("g1", now, now + 5_000, "r1")
         assert claim is not None and claim.trans.gid == "g1"
         version = await store.db.read(lambda conn: conn.execute("SELECT version FROM schema_version").fetchone())
-        assert version == (2,)
+        assert version == (SCHEMA_VERSION,)
+        # The console's columns are there: a pause and its index work on the upgraded file.
+        assert await store.pause("g1", now + 6_000, "operator-1") is True
+        assert (await store.attention("", 10)).gids == [("g1", now + 6_000)]
     finally:
         await store.close()

@@ -32,6 +32,8 @@ from tests.support.fuzz_values import (
     wrong_type_for_string,
 )
 
+#: The console's endpoints.
+ADMIN: Final = "/api/admin"
 POST_BODY_PATHS: Final = tuple(
     f"{D}/{name}"
     for name in (
@@ -98,7 +100,23 @@ def raw_body_calls(path: str) -> st.SearchStrategy[ApiCall]:
 def body_calls(path: str) -> st.SearchStrategy[ApiCall]:
     """Structured bodies with hostile values, and well-formed ones of another route."""
     field = st.sampled_from(
-        ("gid", "trans_type", "branch_id", "steps", "payloads", "custom_data", "wait_result", "req_extra", "x")
+        (
+            "gid",
+            "trans_type",
+            "branch_id",
+            "steps",
+            "payloads",
+            "custom_data",
+            "wait_result",
+            "req_extra",
+            "x",
+            # The console's actions (/api/admin/).
+            "op",
+            "reason",
+            "action",
+            "filter",
+            "confirm",
+        )
     )
     hostile = st.dictionaries(field, json_values(), max_size=4).map(lambda d: {"gid": "@g1", **d})
     borrowed = scenarios().map(lambda s: s.calls[-1].fields()).map(dict)
@@ -194,6 +212,8 @@ READS: Final[dict[str, tuple[str, ...]]] = {
     "queryKV": ("cat", "key"),
     "subscribe": ("topic", "url", "remark"),
     "unsubscribe": ("topic", "url"),
+    "transaction": ("gid",),
+    "attention": ("limit", "position"),
 }
 #: Query strings with escapes a decoder must survive.
 RAW_QUERIES: Final = ("limit=%B2", "limit=%FF", "gid=%00", "a=%", "limit=1&limit=2", "limit=%EF%BC%91", "=&&=")
@@ -259,7 +279,32 @@ def rpc_calls(draw: st.DrawFn) -> ApiCall:
 # --- every operation --------------------------------------------------------------------------------------
 
 #: Routes that take no body and read no query: junk query strings only.
-PLAIN_GETS: Final = (f"{D}/version", "/api/live", "/api/ready", "/api/metrics", "/api/openapi.json")
+PLAIN_GETS: Final = (
+    f"{D}/version",
+    "/api/live",
+    "/api/ready",
+    "/api/metrics",
+    "/api/openapi.json",
+    f"{ADMIN}/stats",
+    f"{ADMIN}/nodes",
+    "/admin",
+    "/admin/",
+)
+#: The console's actions: a JSON body each.
+ADMIN_POSTS: Final = tuple(f"{ADMIN}/{name}" for name in ("retry", "pause", "resume", "skip", "fail", "bulk"))
+
+
+@st.composite
+def static_calls(draw: st.DrawFn) -> ApiCall:
+    """Names of the console's static files, real ones and ones that try to leave the directory."""
+    name = draw(
+        st.one_of(
+            st.sampled_from(("console.js", "console.css", "index.html", "", ".", "..", "__init__.py")),
+            st.sampled_from(("..%2f..%2fpyproject.toml", "%2e%2e", "console.js%00", "CONSOLE.JS", "x.map")),
+            st.text(max_size=12).map(lambda t: "".join(c if c.isalnum() or c in "._-" else _pct(c) for c in t)),
+        )
+    )
+    return ApiCall("GET", f"/admin/static/{name}", headers=())
 
 
 def operations() -> dict[tuple[str, str], st.SearchStrategy[ApiCall]]:
@@ -276,6 +321,11 @@ def operations() -> dict[tuple[str, str], st.SearchStrategy[ApiCall]]:
         ops[(method, "/api/ping")] = query_calls(method.upper(), "/api/ping")
     for path in PLAIN_GETS:
         ops[("get", path)] = query_calls("GET", path)
+    for path in ADMIN_POSTS:
+        ops[("post", path)] = st.one_of(raw_body_calls(path), body_calls(path))
+    for name in ("transaction", "attention"):
+        ops[("get", f"{ADMIN}/{name}")] = query_calls("GET", f"{ADMIN}/{name}")
+    ops[("get", "/admin/static/{name}")] = static_calls()
     ops[("delete", f"{D}/topic/{{topicName}}")] = topic_delete_calls()
     ops[("post", RPC)] = st.one_of(rpc_calls(), raw_body_calls(RPC))
     return ops

@@ -33,6 +33,9 @@ FASTDTM_FAMILIES = {
     "fastdtm_claim_duration_seconds": ("histogram", set()),
     "fastdtm_rounds_in_flight": ("gauge", set()),
     "fastdtm_store_calls_total": ("counter", {"script"}),
+    "fastdtm_branch_call_duration_seconds": ("histogram", {"protocol"}),
+    "fastdtm_transactions_finished_total": ("counter", {"model", "status"}),
+    "fastdtm_operator_actions_total": ("counter", {"action", "result"}),
 }
 
 
@@ -56,7 +59,9 @@ def busy_metrics() -> Metrics:
     metrics.round_done("saga", True, 0.04)
     metrics.round_done("msg", False, 12.0)
     metrics.branch_done("saga", "01", "action", True)
-    metrics.branch_done("saga", "0101", "compensate", False)
+    metrics.branch_done("saga", "0101", "compensate", False, "http", 0.02)
+    metrics.finished("saga", "succeed")
+    metrics.operator_action("retry", True)
     metrics.leases_held(7)
     metrics.claimed(3, 0.002)
     metrics.rounds_in_flight(2)
@@ -218,3 +223,26 @@ def test_five_thousand_branch_ids_leave_the_scrape_bounded() -> None:
     assert sum(s.value for s in samples) == 2 + 10_000  # nothing is dropped, only relabelled
     # 5 models x (N + 1) ids x (N + 1) ops x 2 statuses at the very worst; here far less.
     assert len(metrics.render()[0]) < before + 150 * 1024
+
+
+def test_console_figures_and_their_snapshot() -> None:
+    metrics = Metrics()
+    metrics.branch_done("saga", "01", "action", True, "http", 0.003)
+    metrics.branch_done("saga", "02", "action", False, "grpc", 0.2)
+    metrics.branch_done("saga", "03", "action", True, "http", 0.0)  # no URL: nothing called, no latency
+    metrics.finished("saga", "succeed")
+    metrics.finished("saga", "succeed")
+    metrics.operator_action("skip", True)
+    metrics.operator_action("pause", False)
+    assert value(metrics, "fastdtm_branch_call_duration_seconds_count", protocol="http") == 1
+    assert value(metrics, "fastdtm_branch_call_duration_seconds_bucket", protocol="grpc", le="0.25") == 1
+    assert value(metrics, "fastdtm_transactions_finished_total", model="saga", status="succeed") == 2
+    assert value(metrics, "fastdtm_operator_actions_total", action="skip", result="ok") == 1
+    assert value(metrics, "fastdtm_operator_actions_total", action="pause", result="refused") == 1
+    snapshot = metrics.snapshot()
+    assert snapshot["transactions"] == [{"trans_type": "saga", "status": "succeed", "count": 2}]
+    assert snapshot["branch_calls"] == {"count": 3, "failed": 1}
+    latency = snapshot["branch_latency"]
+    assert isinstance(latency, dict)
+    assert latency["count"] == 2 and abs(latency["sum_s"] - 0.203) < 1e-9
+    assert latency["buckets"][0] == [0.005, 1] and latency["buckets"][-1] == ["+Inf", 2]

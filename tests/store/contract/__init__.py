@@ -7,7 +7,7 @@ when a `Subject` for it (tests/store/subjects.py) runs every check green.
 
 from __future__ import annotations
 
-from tests.store.contract import cron, durability, holds, kv, listing, register, trans, wrong_type
+from tests.store.contract import console, cron, durability, holds, kv, listing, register, trans, wrong_type
 from tests.store.contract.support import Check, Subject
 
 CHECKS: tuple[Check, ...] = (
@@ -19,6 +19,7 @@ CHECKS: tuple[Check, ...] = (
     *listing.CHECKS,
     *kv.CHECKS,
     *durability.CHECKS,
+    *console.CHECKS,
 )
 
 __all__ = ["CHECKS", "Check", "Subject"]
