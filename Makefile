@@ -24,6 +24,7 @@ run-redis: $(STAMP)
 test: $(STAMP) lint typecheck
 	./scripts/ensure-redis.sh
 	./scripts/ensure-mariadb.sh
+	./scripts/ensure-chromium.sh
 	./scripts/warm-interop.sh
 	$(BIN)/pytest $(PYTEST_ARGS)
 
