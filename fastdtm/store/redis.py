@@ -393,14 +393,22 @@ def _taken(reply: list[Any]) -> Taken:
 
 
 class _Lister:
-    """`/all`: walks shard by shard, each by create time, with a cursor `<shard>:<score>:<gid>`."""
+    """`/all`: walks shard by shard, each by create time, with a cursor `<shard>:<score>:<gid>`.
+
+    A filter on status or type cannot be answered by the create-time index: each entry must be read. So one call
+    reads at most SCAN_BUDGET transactions, BATCH at a time (sent together), and returns what it found with the
+    cursor of the last one it read: a page may hold fewer than `limit` and still a cursor to go on. Without that
+    bound a filter nothing matches would read every transaction in one request, and go on after the caller gave
+    up (bench/README.md, "Cost as data grows")."""
 
     BATCH: Final = 200
+    SCAN_BUDGET: Final = 2_000
 
     def __init__(self, store: RedisStore, query: ListQuery) -> None:
         self.store = store
         self.query = query
         self.found: list[Transaction] = []
+        self.budget = max(self.SCAN_BUDGET, query.limit)
 
     async def page(self) -> ListPage:
         shard, score, last_gid = parse_position(self.query.position, self.store.shards) or (0, 0, "")
@@ -412,7 +420,7 @@ class _Lister:
         return ListPage(self.found, "")
 
     async def _scan_shard(self, shard: int, score: int, last_gid: str) -> str:
-        """Collects matches of one shard; returns a cursor if the page filled up inside it."""
+        """Collects matches of one shard; returns a cursor if the page filled up, or the budget ran out, inside it."""
         key = self.store.keys.index(shard)
         low = max(score, self.query.create_from_ms)
         high = self.query.create_to_ms or "+inf"
@@ -421,20 +429,22 @@ class _Lister:
             flat: list[str] = await self.store.client.execute(
                 key, "ZRANGEBYSCORE", key, low, high, "WITHSCORES", "LIMIT", offset, self.BATCH
             )
-            entries = list(zip(flat[::2], flat[1::2], strict=True))
-            for gid, raw_score in entries:
-                created = int(float(raw_score))
-                # Members with the same score sort by gid: skip those up to the cursor's gid.
-                if created == score and gid <= last_gid:
-                    continue
-                if await self._take(gid) and len(self.found) >= self.query.limit:
+            # Members with the same score sort by gid: skip those up to the cursor's gid.
+            entries = [
+                (gid, created)
+                for gid, created in ((g, int(float(s))) for g, s in zip(flat[::2], flat[1::2], strict=True))
+                if not (created == score and gid <= last_gid)
+            ][: self.budget]
+            loaded = await asyncio.gather(*(self.store.load(gid) for gid, _ in entries))
+            for (gid, created), item in zip(entries, loaded, strict=True):
+                self.budget -= 1
+                if (self._take(item) and len(self.found) >= self.query.limit) or not self.budget:
                     return f"{shard}:{created}:{gid}"
-            if len(entries) < self.BATCH:
+            if len(flat) < 2 * self.BATCH:
                 return ""
-            offset += len(entries)
+            offset += len(flat) // 2
 
-    async def _take(self, gid: str) -> bool:
-        loaded = await self.store.load(gid)
+    def _take(self, loaded: tuple[Transaction, list[Branch]] | None) -> bool:
         if loaded is None:
             return False
         trans = loaded[0]

@@ -1,15 +1,19 @@
 """Contract of `/all`'s list_transactions: a cursor that walks every transaction exactly once, pages of at most
-`limit` (a page that fills up carries a cursor, the last one ""), filters on status, type and an inclusive create
-time range that hold across pages, and a clear refusal of a cursor the server never gave.
+`limit` (a page that fills up carries a cursor, the last one ""; on Redis a filtered call also stops, with a
+cursor, once it has read its budget), filters on status, type and an inclusive create time range that hold across
+pages, and a clear refusal of a cursor the server never gave.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 
 from fastdtm.errors import BadRequest
 from fastdtm.states import TransStatus, TransType
 from fastdtm.store.base import ListQuery
+from fastdtm.store.redis import RedisStore
 from tests.store.contract.support import Subject, listed, trans, wall_ms
 
 STATUSES = (TransStatus.SUBMITTED, TransStatus.FAILED, TransStatus.PREPARED)
@@ -71,6 +75,28 @@ async def filters_hold_across_pages(subject: Subject) -> None:
         assert sorted(both) == ["f-06"]
 
 
+async def a_filter_nothing_matches_is_read_in_bounded_calls(subject: Subject) -> None:
+    """Redis cannot answer a status filter from its index: each call reads a bounded number of transactions and
+    may return fewer than `limit` with a cursor (SQLite answers it in one query); the walk still ends, exactly."""
+    now = wall_ms()
+    async with subject.open() as store:
+        count = 2_100  # past one call's read budget on Redis (2,000)
+        await asyncio.gather(*(store.create(trans(f"n-{i:04d}", now + i), []) for i in range(count)))
+        await store.create(trans("n-last", now + count, TransStatus.FAILED), [])
+        calls, found, position = 0, [], ""
+        while True:
+            page = await store.list_transactions(ListQuery(limit=5, status="failed", position=position))
+            calls += 1
+            found += [t.gid for t in page.transactions]
+            assert len(page.transactions) <= 5
+            position = page.next_position
+            if not position:
+                break
+        assert found == ["n-last"]
+        if isinstance(store, RedisStore):
+            assert calls == 2  # 2,000 read by the first call, the rest and the match by the second
+
+
 async def listed_transactions_carry_their_schedule(subject: Subject) -> None:
     now = wall_ms()
     async with subject.open() as store:
@@ -92,6 +118,7 @@ async def a_cursor_the_server_never_gave_is_a_bad_request(subject: Subject) -> N
 
 CHECKS = (
     the_cursor_walks_everything_once,
+    a_filter_nothing_matches_is_read_in_bounded_calls,
     a_full_page_carries_a_cursor_then_the_walk_ends,
     filters_hold_across_pages,
     listed_transactions_carry_their_schedule,
