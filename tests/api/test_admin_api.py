@@ -93,6 +93,17 @@ def act(admin: httpx.Client, action: str, gid: str, **body: Any) -> httpx.Respon
         time.sleep(0.05)
 
 
+def failing_saga(
+    admin: httpx.Client, dtm: httpx.Client, busi: BusiServer, path: str, replies: list[int], **options: Any
+) -> str:
+    """A saga whose branch at `path` (A1, A2, C1, ...) answers `replies`, once a round of it has failed."""
+    gid = new_gid()
+    busi.script(f"/{gid}/{path}", replies)
+    submit_saga(dtm, busi, gid, gid, **options)
+    wait_retries(admin, gid)
+    return gid
+
+
 def finished_saga(dtm: httpx.Client, busi: BusiServer) -> str:
     gid = new_gid("done")
     submit_saga(dtm, busi, gid, gid, wait_result=True)
@@ -162,10 +173,7 @@ def test_attention_pages_list_each_transaction_once(admin: httpx.Client, dtm: ht
 def test_a_transaction_leaves_the_view_when_it_finishes(
     admin: httpx.Client, dtm: httpx.Client, busi: BusiServer, node: FastdtmNode
 ) -> None:
-    gid = new_gid()
-    busi.script(f"/{gid}/A1", [500, 500, 200])
-    submit_saga(dtm, busi, gid, gid)
-    wait_retries(admin, gid)
+    gid = failing_saga(admin, dtm, busi, "A1", [500, 500, 200])
     wait_status(node, gid, {"succeed"}, timeout=20)
     assert gid not in [row["gid"] for row in _attention_rows(admin)]
 
@@ -176,10 +184,7 @@ def test_a_transaction_leaves_the_view_when_it_finishes(
 def test_skip_a_failing_action_and_the_saga_goes_on_to_succeed(
     admin: httpx.Client, dtm: httpx.Client, busi: BusiServer, node: FastdtmNode
 ) -> None:
-    gid = new_gid()
-    busi.script(f"/{gid}/A2", [500])
-    submit_saga(dtm, busi, gid, gid)
-    wait_retries(admin, gid)
+    gid = failing_saga(admin, dtm, busi, "A2", [500])
     reply = act(admin, "skip", gid, branch_id="02", op="action", reason="applied by hand, ticket OPS-7")
     assert reply.status_code == 200, reply.text
     assert reply.json() == {"gid": gid, "branch_id": "02", "op": "action", "status": "succeed"}
@@ -205,10 +210,7 @@ def test_skip_a_failing_action_and_the_saga_goes_on_to_succeed(
 def test_fail_a_failing_action_and_the_saga_compensates(
     admin: httpx.Client, dtm: httpx.Client, busi: BusiServer, node: FastdtmNode
 ) -> None:
-    gid = new_gid()
-    busi.script(f"/{gid}/A2", [500])
-    submit_saga(dtm, busi, gid, gid)
-    wait_retries(admin, gid)
+    gid = failing_saga(admin, dtm, busi, "A2", [500])
     reply = act(admin, "fail", gid, branch_id="02", op="action", reason="the payee account is closed")
     assert reply.status_code == 200, reply.text
     shown = wait_status(node, gid, {"failed"})
@@ -241,10 +243,7 @@ def test_skip_a_compensation_retried_forever_and_the_saga_ends_failed(
 def test_mark_refusals_change_nothing(
     admin: httpx.Client, dtm: httpx.Client, busi: BusiServer, node: FastdtmNode
 ) -> None:
-    gid = new_gid()
-    busi.script(f"/{gid}/A2", [500])
-    submit_saga(dtm, busi, gid, gid)
-    wait_retries(admin, gid)
+    gid = failing_saga(admin, dtm, busi, "A2", [500])
     act(admin, "pause", gid)  # nothing moves meanwhile
     before = query(node, gid)
     cases: list[tuple[dict[str, Any], int]] = [
@@ -275,10 +274,7 @@ def test_mark_refusals_change_nothing(
 def test_pause_stops_the_retries_and_resume_starts_them_again(
     admin: httpx.Client, dtm: httpx.Client, busi: BusiServer, node: FastdtmNode
 ) -> None:
-    gid = new_gid()
-    busi.script(f"/{gid}/A1", [500])
-    submit_saga(dtm, busi, gid, gid)
-    wait_retries(admin, gid)
+    gid = failing_saga(admin, dtm, busi, "A1", [500])
     reply = act(admin, "pause", gid)
     assert reply.status_code == 200 and reply.json() == {"gid": gid, "paused": True, "changed": True}
     assert admin.post("/pause", json={"gid": gid}).json()["changed"] is False  # paused already: no change
