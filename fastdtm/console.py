@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 from fastdtm.clock import Clock
@@ -50,14 +50,6 @@ BULK_ACTIONS: Final = (FORCE_STOP, RETRY)
 _UNFINISHED: Final = (TransStatus.PREPARED, TransStatus.SUBMITTED, TransStatus.ABORTING)
 
 Loaded = tuple[Transaction, list[Branch], Notes]
-
-
-@dataclass(frozen=True, slots=True)
-class BulkFilter:
-    status: str = ""
-    trans_type: str = ""
-    create_from_ms: int = 0
-    create_to_ms: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,9 +146,10 @@ class Console:
         # A transaction that finished or expired after the index was read is no longer anyone's concern.
         return [item for item in loaded if item is not None and item[0].status not in TERMINAL], page.next_position
 
-    async def bulk(self, action: str, selection: BulkFilter, confirm: int | None) -> BulkResult:
+    async def bulk(self, action: str, selection: ListQuery, confirm: int | None) -> BulkResult:
         """Preview (no `confirm`): how many unfinished transactions the filter selects. Apply: `confirm` must be
-        that count as it is now, or nothing is done (the selection changed since the operator saw it)."""
+        that count as it is now, or nothing is done (the selection changed since the operator saw it). The
+        selection is `/all`'s filters (its limit and position are not used)."""
         if action not in BULK_ACTIONS:
             raise Invalid(f"action must be one of {', '.join(BULK_ACTIONS)}, got '{action[:40]}'.")
         gids, capped = await self._select(selection)
@@ -182,7 +175,7 @@ class Console:
         self._done(FORCE_STOP, gid)
         return None
 
-    async def _select(self, selection: BulkFilter) -> tuple[list[str], bool]:
+    async def _select(self, selection: ListQuery) -> tuple[list[str], bool]:
         statuses = [selection.status] if selection.status else [str(s) for s in _UNFINISHED]
         if any(s not in _UNFINISHED for s in statuses):
             return [], False  # a finished transaction is changed by no action
@@ -190,14 +183,7 @@ class Console:
         for status in statuses:
             position = ""
             while True:
-                query = ListQuery(
-                    limit=200,
-                    position=position,
-                    status=status,
-                    trans_type=selection.trans_type,
-                    create_from_ms=selection.create_from_ms,
-                    create_to_ms=selection.create_to_ms,
-                )
+                query = replace(selection, limit=200, position=position, status=status)
                 page = await self.store.list_transactions(query)
                 gids += [t.gid for t in page.transactions]
                 if len(gids) > BULK_MAX:

@@ -14,12 +14,13 @@ from starlette.routing import Route
 
 from fastdtm import wire
 from fastdtm.api.http import int_param, json_response, read_object, shown_as
-from fastdtm.console import BulkFilter, Console
+from fastdtm.console import Console
 from fastdtm.errors import Invalid
 from fastdtm.models import MAX_TIME_MS, PAUSED_MS, Branch, Transaction, parse_gid
 from fastdtm.notes import FAIL, SKIP, BranchError, Mark, Notes, can_fail, can_skip
 from fastdtm.redaction import Redactor, hide_url_passwords
 from fastdtm.states import TERMINAL, TransStatus, TransType
+from fastdtm.store.base import ListQuery
 
 ATTENTION_MAX_LIMIT: Final = 200
 _STATUSES: Final = frozenset(str(s) for s in TransStatus)
@@ -112,7 +113,7 @@ async def bulk(request: Request) -> Response:
         raw_filter = {}
     if not isinstance(raw_filter, dict):
         raise Invalid("'filter' must be an object.")
-    selection = BulkFilter(
+    selection = ListQuery(
         status=_optional_text(raw_filter, "status", _STATUSES),
         trans_type=_optional_text(raw_filter, "trans_type", _TYPES),
         create_from_ms=_optional_ms(raw_filter, "create_from_ms"),
