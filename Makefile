@@ -26,6 +26,7 @@ test: $(STAMP) lint typecheck
 	./scripts/ensure-mariadb.sh
 	./scripts/ensure-chromium.sh
 	./scripts/warm-interop.sh
+	./scripts/test-uvicorn-range.sh
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The same raw-HTTP scenarios against Go DTM v1.19.0 and fastdtm, replies compared (tests/differential; also part

@@ -189,10 +189,20 @@ def create_app(settings: Settings) -> DirectRoutes:
         policy = Policy(int(settings.retry_interval * 1000), int(settings.timeout_to_fail * 1000))
         # One HTTP client for every branch call of this process: keep-alive pools per branch host.
         http = HttpClient(
-            max_reply_bytes=settings.branch_max_reply_bytes, max_idle=settings.branch_max_idle, policy=branch_urls
+            ssl=settings.client_tls("branch"),
+            max_reply_bytes=settings.branch_max_reply_bytes,
+            max_idle=settings.branch_max_idle,
+            policy=branch_urls,
+            connect_timeout=settings.branch_connect_timeout,
+            proxies=settings.proxies(),
         )
         # The webhook is the operator's own URL, not a client's: its client has no branch-URL policy.
-        alert_http = HttpClient(max_reply_bytes=settings.branch_max_reply_bytes)
+        alert_http = HttpClient(
+            ssl=settings.client_tls("alert"),
+            max_reply_bytes=settings.branch_max_reply_bytes,
+            connect_timeout=settings.branch_connect_timeout,
+            proxies=settings.proxies(),
+        )
         alerter = Alerter(alert_http, settings.alert_webhook, settings.alert_retry_limit)
         grpc_client = GrpcClient(policy=branch_urls)
         invoker = Invoker(http, settings.request_timeout, grpc_client)

@@ -8,10 +8,17 @@ parsed by llhttp in C (httptools), and the status and the body (up to a cap) han
 Behaviour kept from the aiohttp session it replaces (`limit=0, keepalive_timeout=30`): per-origin
 pools of idle keep-alive connections, reused last-in first-out, closed after 30 s idle (and at most
 `max_idle` kept per origin); no cap on concurrent connections; a total timeout per request (connect,
-send, reply, redirects); redirects followed as aiohttp and Go's resty do (at most 10; 303, and
-301/302 after a POST, become a GET without body). Every failure is a `BranchHttpError`. Not
-supported, as branch calls never need them: HEAD (its reply would be read as having a body),
-protocol upgrades, request pipelining.
+send, reply, redirects), and within it a shorter one for opening a connection (TCP, a proxy's CONNECT,
+the TLS handshake), so that a host that never answers costs `connect_timeout`, not the whole request's;
+redirects followed as aiohttp and Go's resty do (at most 10; 303, and 301/302 after a POST, become a
+GET without body). Every failure is a `BranchHttpError`. Not supported, as branch calls never need them:
+HEAD (its reply would be read as having a body), protocol upgrades, request pipelining, HTTP/2.
+
+Proxies (`Proxies`, Go's HTTP_PROXY/HTTPS_PROXY/NO_PROXY rules, fixed when the client is built): an http
+call through a proxy sends it the absolute URL (with Proxy-Authorization); an https one opens a tunnel
+with CONNECT and speaks TLS to the branch through it. An origin's route never changes during the client's
+life, so its pool holds connections of that route only. TLS: the `ssl` context given (a private CA, a
+client certificate: `client_tls`), else the system's CAs.
 
 With a `BranchPolicy` (branch calls; the alert webhook's client has none): a redirect to another origin
 is followed only if the policy says so, else the call fails with `BranchDenied`. A new connection's
@@ -19,7 +26,8 @@ host is resolved here, not by `create_connection`: every address it resolved to 
 connection goes to one of those very addresses (the name stays the Host header and the TLS server name),
 so a DNS answer cannot change between the check and the connect. The addresses (or the refusal) are
 kept `resolve_ttl` seconds per (host, port). Idle connections are pooled per origin: every one was
-checked when it was opened, under the client's one policy.
+checked when it was opened, under the client's one policy. Through a proxy, which resolves the name
+itself, the host is checked as at submit (its name, or the address it spells), not what it resolves to.
 
 A reply is read up to `max_reply_bytes` of body (DTM keeps a short excerpt and classifies a reply by
 its status and a word of its body): a longer one is handed back cut there, and its connection, with
@@ -34,18 +42,19 @@ retried once a reply has started, nor on a new connection.
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
-import re
 import ssl as ssl_module
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Final, NamedTuple, cast
-from urllib.parse import quote, unquote, urljoin
+from typing import TYPE_CHECKING, Final, cast
+from urllib.parse import urljoin
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
+from fastdtm import http_syntax
+from fastdtm.branch_proxy import Proxies, Proxy
 from fastdtm.branch_resolver import RESOLVE_TTL, CheckedResolver
+from fastdtm.http_syntax import HttpSyntaxError, Origin, Target
 
 if TYPE_CHECKING:
     from fastdtm.branch_policy import BranchPolicy
@@ -58,20 +67,16 @@ MAX_REDIRECTS: Final = 10
 MAX_REPLY_BYTES: Final = 64 << 10
 #: Idle connections kept per origin (Settings.branch_max_idle).
 MAX_IDLE: Final = 64
+#: Seconds to open a connection, TLS handshake and proxy tunnel included (Settings.branch_connect_timeout):
+#: above one lost SYN's retransmission (1 s), well below a slow branch's request timeout.
+CONNECT_TIMEOUT: Final = 2.0
+#: Origins whose proxy route is remembered before the memo starts again.
+_MAX_ROUTES: Final = 4096
 
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443}
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 # Framing is ours alone: a caller's Content-Length or Transfer-Encoding could desync a pooled connection.
 _FRAMING: Final = frozenset({"content-length", "transfer-encoding"})
-# Reserved characters and '%' (already-encoded bytes) stay as they are when a target must be quoted.
-_SAFE: Final = "!#$%&'()*+,/:;=?@[]~"
-# RFC 9110 §5.6.2: a field name is a token.
-_TOKEN: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-# RFC 9110 §5.5: no control character in a field value but HTAB (CR and LF would end the line early).
-_CONTROL: Final = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-
-Origin = tuple[str, str, int]
-"""(scheme, host, port): what a pool of idle connections is keyed by."""
+_FRAMING_AND_PROXY_AUTH: Final = _FRAMING | {"proxy-authorization"}
 _Reply = tuple[int, bytes, bytes | None]
 """Status, body, Location header."""
 
@@ -93,86 +98,39 @@ class _Stale(BranchHttpError):
     """The connection closed before any byte of the reply: on a reused idle connection, worth one retry."""
 
 
-class Target(NamedTuple):
-    origin: Origin
-    #: The Host header: the host, and the port unless it is the scheme's default.
-    host: str
-    #: Path and query as sent in the request line.
-    path: str
-    #: `Basic ...` from user:password in the URL, as aiohttp and Go's net/http use it.
-    auth: str | None
-
-
 def parse_url(url: str) -> Target:
-    """Splits an absolute http(s) URL by hand: urlsplit plus its properties cost several times more."""
-    scheme, sep, rest = url.partition("://")
-    scheme = scheme.lower()
-    if not sep or scheme not in _DEFAULT_PORTS:
-        raise BranchHttpError(f"unsupported URL {url!r}: only http:// and https:// are")
-    end = rest.find("/")
-    if end < 0:
-        end = len(rest)
-    if "?" in rest[:end] or "#" in rest[:end]:  # "http://h?q": the authority ends early
-        end = min(i for i in (rest.find("?"), rest.find("#"), end) if i >= 0)
-    authority, path = rest[:end], rest[end:].partition("#")[0]
-    userinfo, _, hostport = authority.rpartition("@")
-    host, port = _host_port(hostport, _DEFAULT_PORTS[scheme], url)
-    if not path.startswith("/"):
-        path = "/" + path
-    if not (path.isascii() and path.isprintable()) or " " in path:
-        path = quote(path, safe=_SAFE)
-    host_header = f"[{host}]" if ":" in host else host
-    if port != _DEFAULT_PORTS[scheme]:
-        host_header = f"{host_header}:{port}"
-    auth = "Basic " + base64.b64encode(unquote(userinfo).encode()).decode() if userinfo else None
-    return Target((scheme, host, port), host_header, path, auth)
-
-
-def _host_port(hostport: str, default: int, url: str) -> tuple[str, int]:
-    if hostport.startswith("["):  # an IPv6 literal
-        host, closed, tail = hostport[1:].partition("]")
-        if not closed or (tail and not tail.startswith(":")):
-            raise BranchHttpError(f"invalid IPv6 host in URL {url!r}")
-        port = tail.removeprefix(":")
-    else:
-        host, _, port = hostport.partition(":")
+    """`http_syntax.parse_url`, raising BranchHttpError: a URL the client cannot call fails like a call."""
     try:
-        if not host.isascii():
-            host = host.encode("idna").decode("ascii")
-        number = int(port) if port else default
-    except (UnicodeError, ValueError):
-        number = -1
-    if not host or not host.isprintable() or " " in host or not 0 < number < 65536:
-        raise BranchHttpError(f"invalid host or port in URL {url!r}")
-    return host.lower(), number
+        return http_syntax.parse_url(url)
+    except HttpSyntaxError as exc:
+        raise BranchHttpError(str(exc)) from None
 
 
 def check_header(name: str, value: str) -> None:
-    """Raises BranchHttpError unless `name: value` can go out as one header line (RFC 9110 §5.1, §5.5).
-
-    The name must be a token; the value may hold any character but a control one, HTAB excepted. A line
-    break would smuggle a second request onto a connection we pool; other controls are refused by servers.
-    """
-    if _TOKEN.fullmatch(name) and (value.isprintable() or not _CONTROL.search(value)):
-        return  # isprintable() first: one C call clears the usual value (it refuses a tab, the regex allows it)
-    if not _TOKEN.fullmatch(name):
-        raise BranchHttpError(
-            f"header name {name!r} is not a token: one or more letters, digits or !#$%&'*+-.^_`|~ (RFC 9110)"
-        )
-    bad = _CONTROL.search(value)
-    if bad is not None:
-        what = "a line break" if bad.group() in "\r\n" else f"the control character {bad.group()!r}"
-        raise BranchHttpError(f"header {name!r}: its value holds {what} (RFC 9110 allows none but tab)")
+    """`http_syntax.check_header`, raising BranchHttpError."""
+    try:
+        http_syntax.check_header(name, value)
+    except HttpSyntaxError as exc:
+        raise BranchHttpError(str(exc)) from None
 
 
-def encode_request(method: str, target: Target, headers: Mapping[str, str], body: bytes | None) -> bytes:
-    """The request's bytes, ready for one write. A POST always says its length, 0 included (XA's empty POST)."""
-    lines = [f"{method} {target.path} HTTP/1.1"]
+def encode_request(
+    method: str, target: Target, headers: Mapping[str, str], body: bytes | None, proxy: Proxy | None = None
+) -> bytes:
+    """The request's bytes, ready for one write. A POST always says its length, 0 included (XA's empty POST).
+    With `proxy` (an http:// target through it), the request line holds the absolute URL, as proxies want."""
+    if proxy is None:
+        lines, ours = [f"{method} {target.path} HTTP/1.1"], _FRAMING
+    else:
+        lines, ours = _proxied(method, target, proxy)
     given: set[str] = set()
     for name, value in headers.items():
-        check_header(name, value)
+        try:
+            http_syntax.check_header(name, value)
+        except HttpSyntaxError as exc:
+            raise BranchHttpError(str(exc)) from None
         key = name.lower()
-        if key in _FRAMING:
+        if key in ours:
             continue
         given.add(key)
         lines.append(f"{name}: {value}")
@@ -351,6 +309,60 @@ class _Connection(asyncio.Protocol):
             waiter.set_result((status, b"".join(self._chunks), self._location))
 
 
+def _proxied(method: str, target: Target, proxy: Proxy) -> tuple[list[str], frozenset[str]]:
+    """The first lines of a request to `proxy` for `target`, and the caller's headers it leaves out."""
+    lines = [f"{method} {target.origin[0]}://{target.host}{target.path} HTTP/1.1"]
+    if proxy.auth is None:
+        return lines, _FRAMING
+    # As Go: the proxy URL's credentials win over a caller's own Proxy-Authorization.
+    return [*lines, f"Proxy-Authorization: {proxy.auth}"], _FRAMING_AND_PROXY_AUTH
+
+
+def _via(proxy: Proxy | None) -> str:
+    return "" if proxy is None else f" through the proxy {proxy}"
+
+
+class _Tunnel(asyncio.Protocol):
+    """A proxy connection until its reply to CONNECT: then the TLS connection to the branch takes it over."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._reply: asyncio.Future[bytes] = loop.create_future()
+        self._head = b""
+
+    async def open(self, transport: asyncio.BaseTransport, proxy: Proxy, host: str, port: int) -> None:
+        """Asks the proxy for a tunnel to host:port; raises BranchHttpError unless it answers 2xx."""
+        authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+        if proxy.auth is not None:
+            lines.append(f"Proxy-Authorization: {proxy.auth}")
+        cast(asyncio.Transport, transport).write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        head = await self._reply
+        status_line = head.partition(b"\r\n")[0].decode("latin-1")
+        version, _, rest = status_line.partition(" ")
+        status = rest[:3]
+        if not version.startswith("HTTP/1.") or not status.isdigit():
+            raise BranchHttpError(f"the proxy {proxy} answered CONNECT with {status_line[:100]!r}")
+        if not 200 <= int(status) < 300:
+            raise BranchHttpError(f"the proxy {proxy} refused CONNECT {authority}: {status_line[9:100]}")
+
+    def data_received(self, data: bytes) -> None:
+        if self._reply.done():
+            return  # bytes past the reply, before TLS starts: the proxy is out of step, the handshake fails
+        self._head += data
+        end = self._head.find(b"\r\n\r\n")
+        if end >= 0:
+            self._reply.set_result(self._head[:end])
+        elif len(self._head) > MAX_REPLY_BYTES:
+            self._reply.set_exception(BranchHttpError(f"the proxy's reply to CONNECT is over {MAX_REPLY_BYTES} bytes"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self._reply.done():
+            reason = f": {exc}" if exc else ""
+            self._reply.set_exception(
+                BranchHttpError(f"the proxy closed the connection before its reply to CONNECT{reason}")
+            )
+
+
 class HttpClient:
     """Pools of idle keep-alive connections per origin; one per process, built and closed by the lifespan."""
 
@@ -363,12 +375,18 @@ class HttpClient:
         max_idle: int = MAX_IDLE,
         policy: BranchPolicy | None = None,
         resolve_ttl: float = RESOLVE_TTL,
+        connect_timeout: float = CONNECT_TIMEOUT,
+        proxies: Proxies | None = None,
     ) -> None:
         """`ssl`: the TLS context for https origins; by default the system's trust store, made on first use.
         `max_reply_bytes`: of a reply body read (longer ones are cut); `max_idle`: idle connections per origin.
         `policy`: where calls may go (None: anywhere, redirects followed everywhere); `resolve_ttl`: seconds a
-        host's checked addresses are kept."""
+        host's checked addresses are kept. `connect_timeout`: seconds to open a connection (within the
+        request's own timeout). `proxies`: the proxy rules (None: every connection direct)."""
         self._policy = policy
+        self._connect_timeout = connect_timeout
+        self._proxies = proxies
+        self._routes: dict[Origin, Proxy | None] = {}
         self._resolver = CheckedResolver(policy, resolve_ttl) if policy is not None else None
         self._keepalive = keepalive
         self._max_reply = max_reply_bytes
@@ -396,8 +414,15 @@ class HttpClient:
         and the write happen with no `await` between them."""
         deadline = asyncio.get_running_loop().time() + timeout
         for _ in range(MAX_REDIRECTS + 1):
-            target = parse_url(url)
-            payload = encode_request(method, target, headers, body)
+            try:  # not through parse_url: a call less on every request
+                target = http_syntax.parse_url(url)
+            except HttpSyntaxError as exc:
+                raise BranchHttpError(str(exc)) from None
+            if self._proxies is None:
+                payload = encode_request(method, target, headers, body)
+            else:  # only an http:// call through a proxy is written differently; an https one tunnels
+                proxy = self._route(target.origin) if target.origin[0] == "http" else None
+                payload = encode_request(method, target, headers, body, proxy)
             status, reply, location = await self._send(target, payload, deadline, timeout, send_by)
             if location is None or status not in _REDIRECTS:
                 return status, reply
@@ -509,22 +534,62 @@ class HttpClient:
         loop = asyncio.get_running_loop()
         ssl = self._ssl_context() if scheme == "https" else None
         factory = functools.partial(_Connection, loop, self._live.discard, self._max_reply)
-        resolver = self._resolver
+        proxy = self._route(origin) if self._proxies is not None else None
+        connect_by = min(deadline, loop.time() + self._connect_timeout)
         try:
-            async with asyncio.timeout_at(deadline):
-                if resolver is None:
+            async with asyncio.timeout_at(connect_by):
+                if proxy is not None:
+                    conn = await self._connect_proxied(proxy, factory, host, port, ssl)
+                elif self._resolver is None:
                     _, conn = await loop.create_connection(
                         factory, host, port, ssl=ssl, server_hostname=host if ssl else None
                     )
                 else:
-                    conn = await self._connect_checked(resolver, factory, host, port, ssl)
-        except BranchDenied:
+                    conn = await self._connect_checked(self._resolver, factory, host, port, ssl)
+        except BranchHttpError:
             raise
         except TimeoutError as exc:
-            raise BranchHttpError(f"timeout: not connected to {host}:{port} within {timeout:g} s") from exc
+            within = f"{timeout:g} s" if connect_by == deadline else f"the connect timeout, {self._connect_timeout:g} s"
+            raise BranchHttpError(f"timeout: not connected to {host}:{port}{_via(proxy)} within {within}") from exc
         except OSError as exc:
-            raise BranchHttpError(f"cannot connect to {host}:{port}: {exc}") from exc
+            raise BranchHttpError(f"cannot connect to {host}:{port}{_via(proxy)}: {exc}") from exc
         self._live.add(conn)
+        return conn
+
+    def _route(self, origin: Origin) -> Proxy | None:
+        """The proxy of `origin` (`self._proxies` is set), remembered: it is asked once per request."""
+        try:
+            return self._routes[origin]
+        except KeyError:
+            pass
+        assert self._proxies is not None
+        if len(self._routes) >= _MAX_ROUTES:
+            self._routes.clear()
+        route = self._routes[origin] = self._proxies.route(origin)
+        return route
+
+    async def _connect_proxied(
+        self, proxy: Proxy, factory: Callable[[], _Connection], host: str, port: int, ssl: ssl_module.SSLContext | None
+    ) -> _Connection:
+        """A connection to the proxy, for http; for https, a TLS connection to the branch through a CONNECT
+        tunnel. The proxy resolves the name: the policy checks the host as it does at submit."""
+        if self._policy is not None and (refusal := self._policy.host_refusal(host)) is not None:
+            raise BranchDenied(f"refused by the branch policy: {refusal}")
+        loop = asyncio.get_running_loop()
+        if ssl is None:
+            _, conn = await loop.create_connection(factory, proxy.host, proxy.port)
+            return conn
+        transport, tunnel = await loop.create_connection(functools.partial(_Tunnel, loop), proxy.host, proxy.port)
+        try:
+            await tunnel.open(transport, proxy, host, port)
+            conn = factory()
+            tls = await loop.start_tls(transport, conn, ssl, server_hostname=host)
+        except BaseException:
+            transport.abort()
+            raise
+        if tls is None:  # the transport closed during the handshake
+            raise BranchHttpError(f"connection to {host}:{port}{_via(proxy)} closed during the TLS handshake")
+        conn.connection_made(tls)  # start_tls does not: the protocol was made before its transport
         return conn
 
     async def _connect_checked(

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import uvicorn
 
 from fastdtm import __version__, logs
-from fastdtm.api.protocol import uvicorn_http
+from fastdtm.api.protocol_choice import uvicorn_http
 from fastdtm.app import create_app
 from fastdtm.auth import Tokens
 from fastdtm.config import Settings, SettingsError
@@ -115,6 +115,19 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
         int,
         "idle keep-alive connections kept per branch host; more are closed when released (default 64)",
     ),
+    "--branch-connect-timeout": (
+        "branch_connect_timeout",
+        float,
+        "opening a connection for a branch call or the alert webhook (TCP, proxy CONNECT, TLS handshake), "
+        "within the call's timeout, seconds (default 2)",
+    ),
+    "--branch-ca-certs": ("branch_ca_certs", str, "https branch calls trust these CAs (PEM) instead of the system's"),
+    "--branch-certfile": (
+        "branch_certfile",
+        str,
+        "client certificate (PEM) for branch servers that require one (mutual TLS); its key in it or --branch-keyfile",
+    ),
+    "--branch-keyfile": ("branch_keyfile", str, "the private key of --branch-certfile (PEM)"),
     "--metric-label-values": (
         "metric_label_values",
         int,
@@ -122,6 +135,13 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
     ),
     "--alert-webhook": ("alert_webhook", str, "URL POSTed to about branches that keep failing (default off)"),
     "--alert-retry-limit": ("alert_retry_limit", int, "doublings of the retry interval before alerting (default 3)"),
+    "--alert-ca-certs": (
+        "alert_ca_certs",
+        str,
+        "an https alert webhook is trusted by these CAs (PEM), not the system's",
+    ),
+    "--alert-certfile": ("alert_certfile", str, "client certificate (PEM) shown to the alert webhook (mutual TLS)"),
+    "--alert-keyfile": ("alert_keyfile", str, "the private key of --alert-certfile (PEM)"),
     "--log-level": ("log_level", str, "debug, info, warning, error (default info)"),
     "--auth-file": (
         "auth_file",

@@ -18,6 +18,9 @@ from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from fastdtm.branch_policy import Rules
+from fastdtm.branch_proxy import Proxies
+from fastdtm.client_tls import client_context
+from fastdtm.redaction import hide_url_passwords
 from fastdtm.store.embedded import parse_sqlite_url
 from fastdtm.store.redis_client import parse_url as parse_redis_url
 
@@ -35,6 +38,13 @@ _DTM_ENV_NAMES: Final[Mapping[str, str]] = {
     "alert_webhook": "ALERT_WEB_HOOK",
     "alert_retry_limit": "ALERT_RETRY_LIMIT",
 }
+# setting name -> the environment names Go's net/http reads for it (the first one set wins), so that a
+# deployment whose DTM reached its branches through a proxy keeps doing so.
+_PROXY_ENV_NAMES: Final[Mapping[str, tuple[str, str]]] = {
+    "http_proxy": ("HTTP_PROXY", "http_proxy"),
+    "https_proxy": ("HTTPS_PROXY", "https_proxy"),
+    "no_proxy": ("NO_PROXY", "no_proxy"),
+}
 
 
 #: Settings that must be > 0: every interval and timeout.
@@ -50,6 +60,7 @@ _POSITIVE: Final = (
     "redis_connect_timeout",
     "redis_reply_timeout",
     "redis_wait_timeout",
+    "branch_connect_timeout",
 )
 #: Lower bounds of the other numbers.
 _MINIMUM: Final[Mapping[str, int]] = {
@@ -153,6 +164,24 @@ class Settings:
     branch_max_reply_bytes: int = 64 << 10
     #: Idle keep-alive connections kept per branch origin (scheme, host, port); one released beyond is closed.
     branch_max_idle: int = 64
+    #: Opening a connection for a branch call or the alert webhook (TCP, a proxy's CONNECT, the TLS handshake),
+    #: within the call's own timeout: a host that never answers costs this, not the whole request timeout.
+    branch_connect_timeout: float = 2.0
+    #: HTTPS branch calls: a CA bundle trusted instead of the system's, and a client certificate (and its key,
+    #: unless the certificate file holds it) for branch servers that require one (mutual TLS).
+    branch_ca_certs: str = ""
+    branch_certfile: str = ""
+    branch_keyfile: str = ""
+    #: The same for the alert webhook, apart: a chat or paging service is not a branch, and usually one the
+    #: system's CAs vouch for.
+    alert_ca_certs: str = ""
+    alert_certfile: str = ""
+    alert_keyfile: str = ""
+    #: Proxies of branch calls and the alert webhook, from HTTP_PROXY, HTTPS_PROXY and NO_PROXY (or their lower
+    #: case names) as Go's net/http reads them (fastdtm/branch_proxy.py); "" = direct.
+    http_proxy: str = ""
+    https_proxy: str = ""
+    no_proxy: str = ""
     #: Distinct values a metric label that clients choose (a TCC branch id, a workflow op) keeps: the first
     #: ones are kept, later ones are counted as "other" (docs/metrics.md).
     metric_label_values: int = 64
@@ -203,6 +232,7 @@ class Settings:
             raise SettingsError(f"Settings 'port' and 'grpc_port' are both {self.port}: give gRPC a port of its own.")
         self._check_store()
         self._check_https()
+        self._check_outgoing()
 
     def _check_https(self) -> None:
         if bool(self.ssl_certfile) != bool(self.ssl_keyfile):
@@ -229,6 +259,34 @@ class Settings:
                 context.load_verify_locations(self.ssl_ca_certs)
         except ssl.SSLError as exc:
             raise SettingsError(f"Setting 'ssl_ca_certs': no CA certificate in {self.ssl_ca_certs!r}: {exc}") from None
+
+    def _check_outgoing(self) -> None:
+        """The proxies and the client TLS files of branch calls and the webhook, loaded as the node will."""
+        try:
+            self.proxies()
+        except ValueError as exc:
+            raise SettingsError(f"Setting {hide_url_passwords(str(exc))}.") from None
+        for prefix in ("branch", "alert"):
+            names = (f"{prefix}_ca_certs", f"{prefix}_certfile", f"{prefix}_keyfile")
+            for name in names:
+                self._check_readable(name)
+            try:
+                self.client_tls(prefix)
+            except ValueError as exc:
+                raise SettingsError(f"Settings {', '.join(repr(n) for n in names)}: {exc}.") from None
+
+    def proxies(self) -> Proxies | None:
+        """The proxy rules of branch calls and the webhook; None: every connection is direct."""
+        return Proxies.parse(self.http_proxy, self.https_proxy, self.no_proxy)
+
+    def client_tls(self, prefix: str) -> ssl.SSLContext | None:
+        """The TLS context of the `branch` or `alert` client; None: the system's CAs, no client certificate."""
+        files = (
+            getattr(self, f"{prefix}_ca_certs"),
+            getattr(self, f"{prefix}_certfile"),
+            getattr(self, f"{prefix}_keyfile"),
+        )
+        return client_context(*files)
 
     def _check_readable(self, name: str) -> None:
         path = getattr(self, name)
@@ -292,6 +350,10 @@ class Settings:
             raw = env.get(f"FASTDTM_{f.name.upper()}")
             if raw is None and f.name in _DTM_ENV_NAMES:
                 raw = env.get(_DTM_ENV_NAMES[f.name])
+            for name in _PROXY_ENV_NAMES.get(f.name, ()) if raw is None else ():
+                raw = env.get(name) or None
+                if raw is not None:
+                    break
             if raw is not None and raw != "":
                 values[f.name] = _convert(f.name, f.type, raw)
         values.update({k: v for k, v in overrides.items() if v is not None})

@@ -3,9 +3,9 @@
 Drift-compensated (sleeps the rest of the interval), logs and survives errors (a failure that
 repeats is logged when it starts, summarized now and then, and when it ends: not once per tick),
 never swallows cancellation itself, and stops promptly. Stopping sets a flag as well as cancelling
-the task: redis-py's asyncio client can swallow a cancellation that lands inside a command (the
-command completes and the caller never sees CancelledError), so a loop that relied on cancellation
-alone would run on forever and hold the process's shutdown.
+the task: a tick may absorb a cancellation that lands inside it (a call that completes or cleans up
+instead of raising CancelledError), and a loop that relied on cancellation alone would then run on
+and hold the process's shutdown.
 """
 
 from __future__ import annotations

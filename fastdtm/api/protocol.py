@@ -33,32 +33,69 @@ import logging
 from collections.abc import Callable
 from typing import Any, Final
 
+import uvicorn
 from httptools import HttpParserError, HttpParserUpgrade
 from starlette.responses import Response
 from starlette.types import Message
 from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
+from uvicorn.server import ServerState
 
 from fastdtm.api.direct import DirectRoute, DirectRoutes
 from fastdtm.config import Settings
 
 log = logging.getLogger(__name__)
 
-#: uvicorn's `http` setting for `fastdtm serve`.
-PROTOCOL: Final = "fastdtm.api.protocol:DirectHttpToolsProtocol"
-#: What this protocol uses of uvicorn's beyond the asyncio.Protocol interface (and its instance attributes).
+#: What this protocol uses of uvicorn's, asyncio.Protocol's interface aside, as (class, methods it calls or
+#: overrides, instance attributes it reads or sets); `missing_internals` looks for each before a node uses it.
+#: On the request cycle: what uvicorn's protocol reads and sets on it (`_DirectCycle` stands in for it).
 _USES: Final = (
-    "_start_asgi_task",
-    "on_response_complete",
-    "on_headers_complete",
-    "on_message_complete",
-    "on_body",
-    "shutdown",
-    "send_400_response",
-    "_should_upgrade",
-    "handle_websocket_upgrade",
-    "_unsupported_upgrade_warning",
+    (
+        HttpToolsProtocol,
+        (
+            "_start_asgi_task",
+            "on_response_complete",
+            "on_headers_complete",
+            "on_message_complete",
+            "on_body",
+            "shutdown",
+            "send_400_response",
+            "_should_upgrade",
+            "handle_websocket_upgrade",
+            "_unsupported_upgrade_warning",
+        ),
+        (
+            "app",
+            "app_state",
+            "cycle",
+            "expect_100_continue",
+            "flow",
+            "headers",
+            "limit_concurrency",
+            "logger",
+            "loop",
+            "parser",
+            "pipeline",
+            "root_path",
+            "scope",
+            "server_state",
+            "timeout_keep_alive_task",
+            "transport",
+            "url",
+        ),
+    ),
+    (
+        RequestResponseCycle,
+        ("run_asgi",),
+        ("body", "more_body", "message_event", "disconnected", "keep_alive", "response_complete", "response_started"),
+    ),
+    (FlowControl, ("pause_reading", "resume_reading", "drain"), ("read_paused", "write_paused")),
+    (ServerState, (), ("default_headers",)),
 )
+#: Before 0.53, uvicorn's ASGI path kept a connection open after `Connection: keep-alive, close` (it looked
+#: for the exact header `connection: close`) and sent no `connection: close` on an HTTP/1.0 reply.
+_ASGI_READS_CONNECTION_TOKENS: Final = tuple(int(part) for part in uvicorn.__version__.split(".")[:2]) >= (0, 53)
+_CLOSE: Final = (b"connection", b"close")
 #: What uvicorn answers when an app fails before replying (without its date and server headers).
 _INTERNAL_ERROR: Final = (
     b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain; charset=utf-8\r\n"
@@ -71,13 +108,34 @@ _BODY: Final = 2
 _UPGRADED: Final = 3  # a websocket: the connection belongs to uvicorn's websocket protocol from then on
 
 
-def uvicorn_http() -> str:
-    """uvicorn's `http` setting: this protocol, or plain httptools if uvicorn's internals moved."""
-    missing = [name for name in _USES if not hasattr(HttpToolsProtocol, name)]
-    if missing:
-        log.warning("this uvicorn's protocol lacks %s: serving every route through ASGI", ", ".join(missing))
-        return "httptools"
-    return PROTOCOL
+def missing_internals() -> list[str]:
+    """The uvicorn internals this protocol uses that this uvicorn lacks (none: the protocol may be used).
+
+    Methods must be on the class; instance attributes among the names uvicorn's own code of the class
+    mentions (one renamed or dropped there is missing here)."""
+    missing: list[str] = []
+    for cls, methods, attributes in _USES:
+        mentioned = _names(cls)
+        missing += [f"{cls.__name__}.{name}" for name in methods if not callable(getattr(cls, name, None))]
+        missing += [f"{cls.__name__}.{name}" for name in attributes if name not in mentioned]
+    if not all(status in STATUS_LINE for status in (200, 408, 431, 500)):
+        missing.append("STATUS_LINE")
+    return missing
+
+
+def _names(cls: type) -> set[str]:
+    """What a class defines or its functions mention (attribute names included), its bases' too."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass is object or klass.__module__ == "asyncio.protocols":
+            continue
+        for name, value in vars(klass).items():
+            names.add(name)
+            function = value.fget if isinstance(value, property) else value
+            code = getattr(function, "__code__", None)
+            if code is not None:
+                names.update(code.co_names)
+    return names
 
 
 class DirectHttpToolsProtocol(HttpToolsProtocol):
@@ -157,10 +215,15 @@ class DirectHttpToolsProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
         route = self._direct_route()
+        http_version = self.parser.get_http_version()
+        keep_alive = http_version != "1.0" and self.parser.should_keep_alive()
         if route is None:
+            if not keep_alive and not _ASGI_READS_CONNECTION_TOKENS and _CLOSE not in self.headers:
+                # The request asked to close in a way this uvicorn misses (`keep-alive, close`, HTTP/1.0):
+                # the header it does look for makes its reply say so and close, as the direct path does.
+                self.headers.append(_CLOSE)
             super().on_headers_complete()
             return
-        http_version = self.parser.get_http_version()
         if http_version != "1.1":
             self.scope["http_version"] = http_version
         existing = self.cycle
@@ -171,7 +234,7 @@ class DirectHttpToolsProtocol(HttpToolsProtocol):
             self.transport,
             self.flow,
             self.server_state.default_headers,
-            keep_alive=http_version != "1.0" and self.parser.should_keep_alive(),
+            keep_alive=keep_alive,
             on_response=self.on_response_complete,
         )
         if existing is None or existing.response_complete:

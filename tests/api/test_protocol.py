@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from fastdtm.api.protocol import PROTOCOL, uvicorn_http
+from fastdtm.api.protocol_choice import PROTOCOL, uvicorn_http
 from tests.support.node import FastdtmNode, NodeFactory, query
 
 LIMIT = 256 * 1024  # the node's max body, set small to test both sides of it
@@ -143,6 +143,27 @@ def test_keep_alive_ends_on_connection_close_and_on_http_1_0(node: FastdtmNode) 
             assert reply.status == 200
             assert reply.headers.get("connection") == "close"
             assert rest == b"" and is_closed(sock)
+
+
+@pytest.mark.parametrize(
+    ("version", "headers"),
+    [("1.1", ("Connection: keep-alive, close",)), ("1.1", ("Connection: close",)), ("1.0", ())],
+)
+def test_a_request_that_ends_keep_alive_gets_the_same_reply_direct_and_through_asgi(
+    node: FastdtmNode, version: str, headers: tuple[str, ...]
+) -> None:
+    # uvicorn before 0.53 missed the `close` token after another one, and said nothing on HTTP/1.0 replies.
+    replies = []
+    for path in ("/api/dtmsvr/version", "/api/dtmsvr/%76ersion"):  # the direct path, then ASGI's
+        with connect(node) as sock:
+            sock.sendall(request("GET", path, headers=headers, version=version))
+            (reply,), rest = read_replies(sock, 1)
+            assert rest == b"" and is_closed(sock)
+        reply.headers.pop("date")
+        replies.append((reply.status, reply.headers, reply.body))
+    direct, asgi = replies
+    assert direct == asgi
+    assert direct[1]["connection"] == "close"
 
 
 def test_keep_alive_serves_many_requests_on_one_connection(node: FastdtmNode) -> None:
