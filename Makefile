@@ -24,6 +24,7 @@ run-redis: $(STAMP)
 test: $(STAMP) lint typecheck
 	./scripts/ensure-redis.sh
 	./scripts/ensure-mariadb.sh
+	./scripts/ensure-postgres.sh
 	./scripts/ensure-chromium.sh
 	./scripts/warm-interop.sh
 	./scripts/test-uvicorn-range.sh
@@ -91,6 +92,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e './clients/python[all]'
 	touch $(STAMP)
 
 $(BENCH_STAMP): $(STAMP)

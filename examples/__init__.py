@@ -1,0 +1,1 @@
+"""Runnable examples of fastdtm and its Python SDK (clients/python)."""
