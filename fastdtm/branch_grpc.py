@@ -25,17 +25,16 @@ cannot be read in part.
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-from collections.abc import Sequence
-from ipaddress import IPv6Address
-from typing import TYPE_CHECKING, Final, NamedTuple
+from typing import TYPE_CHECKING, Final
 
 import grpc
 from grpc import aio
 
+from fastdtm import grpc_syntax
 from fastdtm.branch_http import BranchDenied, BranchHttpError, NotSent
 from fastdtm.branch_resolver import RESOLVE_TTL, CheckedResolver
+from fastdtm.grpc_syntax import GrpcSyntaxError, GrpcTarget, Metadata
 
 if TYPE_CHECKING:
     from fastdtm.branch_policy import BranchPolicy
@@ -51,66 +50,19 @@ MAX_REPLY_BYTES: Final = 4 << 20
 #: A channel that could not connect tries again after 0.2 s, backing off to 2 s at most: gRPC's default
 #: (up to 120 s) would keep a branch server that came back unreachable for minutes.
 _RECONNECT: Final = (("grpc.initial_reconnect_backoff_ms", 200), ("grpc.max_reconnect_backoff_ms", 2000))
+
+
 # `package.Service/Method` after the server: identifiers, the service possibly qualified by its package.
-_METHOD: Final = re.compile(r"/[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*/[A-Za-z_][A-Za-z0-9_]*")
-# A host name or IPv4 literal as gRPC's resolver takes it.
-_HOST: Final = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})")
-# Metadata keys gRPC accepts (lower case), and values of a text key (printable ASCII).
-_KEY: Final = re.compile(r"[0-9a-z_.-]+")
-_VALUE: Final = re.compile(r"[\x20-\x7e]*")
-#: Keys gRPC reserves for itself (its transport's headers): a branch header may not replace them.
-_RESERVED: Final = frozenset({"content-type", "te", "user-agent", "host", "connection"})
-
-Metadata = Sequence[tuple[str, str | bytes]]
-
-
 class BranchGrpcError(BranchHttpError):
     """A gRPC branch URL or header that cannot be used (an OSError, so the invoker counts it as a branch error)."""
 
 
-class GrpcTarget(NamedTuple):
-    host: str
-    port: int
-    #: `/package.Service/Method`
-    method: str
-
-    @property
-    def authority(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def is_http_url(url: str) -> bool:
-    """DTM's rule: a URL that starts with http:// or https:// is called over HTTP, any other over gRPC."""
-    return url[:8].lower().startswith(("http://", "https://"))
-
-
 def parse_target(url: str) -> GrpcTarget:
-    """`host:port/package.Service/Method`, the host a name, an IPv4 or a bracketed IPv6 address."""
-    server, slash, method = url.partition("/")
-    if not slash or not _METHOD.fullmatch("/" + method):
-        raise BranchGrpcError(f"not a gRPC branch URL {url[:300]!r}: expected host:port/package.Service/Method")
-    if server.startswith("["):
-        host, closed, port = server[1:].partition("]:")
-        try:
-            ok = bool(closed) and bool(IPv6Address(host))
-        except ValueError:
-            ok = False
-    else:
-        host, _, port = server.rpartition(":")
-        ok = bool(_HOST.fullmatch(host))
-    if not ok or not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536:
-        raise BranchGrpcError(f"invalid host or port in gRPC branch URL {url[:300]!r}")
-    return GrpcTarget(host.lower(), int(port), "/" + method)
-
-
-def check_metadata(name: str, value: str) -> None:
-    """Raises BranchGrpcError unless `name: value` can be sent as gRPC metadata (a `-bin` key's value is sent
-    as its UTF-8 bytes; any other value must be printable ASCII)."""
-    key = name.lower()
-    if not _KEY.fullmatch(key) or key.startswith("grpc-") or key in _RESERVED:
-        raise BranchGrpcError(f"header name {name[:100]!r} cannot be gRPC metadata (lower-case letters, digits, _.-)")
-    if not key.endswith("-bin") and not _VALUE.fullmatch(value):
-        raise BranchGrpcError(f"the value of header {name[:100]!r} must be printable ASCII to be gRPC metadata")
+    """`grpc_syntax.parse_target`, failing as the client's other errors do."""
+    try:
+        return grpc_syntax.parse_target(url)
+    except GrpcSyntaxError as exc:
+        raise BranchGrpcError(str(exc)) from None
 
 
 class _Channel:

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from typing import Final
 
-from fastdtm.branch_grpc import is_http_url, parse_target
-from fastdtm.branch_http import BranchHttpError, parse_url
+from fastdtm.grpc_syntax import GrpcSyntaxError, is_http_url, parse_target
+from fastdtm.http_syntax import HttpSyntaxError, parse_url
 
 #: Link-local (the cloud metadata address 169.254.169.254 is in it) and the unspecified addresses.
 DEFAULT_DENY: Final = "169.254.0.0/16,fe80::/10,0.0.0.0/32,::/128"
@@ -192,7 +192,7 @@ class BranchPolicy:
             pass
         try:
             host = parse_url(url).origin[1] if is_http_url(url) else parse_target(url).host
-        except BranchHttpError:
+        except (HttpSyntaxError, GrpcSyntaxError):
             return None
         try:
             verdict = self._hosts[host]

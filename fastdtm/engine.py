@@ -36,11 +36,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from fastdtm.alerts import Alerter, retry_count
-from fastdtm.branch_grpc import is_http_url
 from fastdtm.branch_http import NotSent
 from fastdtm.clock import Clock
 from fastdtm.drain import HAND_BACK_TIMEOUT, finish_or_cancel
 from fastdtm.errors import AlreadyExists, Fenced, Held, Stale, StoreError, TransNotFound
+from fastdtm.grpc_syntax import is_http_url
 from fastdtm.invoker import UNKNOWN_RESULT, CallResult, Invoker
 from fastdtm.kinds import kind_for
 from fastdtm.kinds.base import (

@@ -28,8 +28,9 @@ from urllib.parse import quote_plus
 
 import grpc
 
-from fastdtm.branch_grpc import GrpcClient, Metadata, is_http_url
+from fastdtm.branch_grpc import GrpcClient
 from fastdtm.branch_http import HttpClient
+from fastdtm.grpc_syntax import Metadata, is_http_url
 from fastdtm.kinds.base import Call
 from fastdtm.models import Transaction, body_bytes
 from fastdtm.records import record

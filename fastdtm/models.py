@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import field
 from typing import Any, Final
 
-from fastdtm.branch_grpc import BranchGrpcError, check_metadata, is_http_url, parse_target
 from fastdtm.branch_policy import BranchPolicy
 from fastdtm.errors import Invalid
+from fastdtm.grpc_syntax import GrpcSyntaxError, check_metadata, is_http_url, parse_target
 from fastdtm.http_syntax import HttpSyntaxError, check_header, parse_url
 from fastdtm.records import record
 from fastdtm.states import GRPC, HTTP, PROTOCOLS, BranchStatus, TransStatus, TransType
@@ -244,7 +244,7 @@ def check_branch_headers(headers: Mapping[str, str], *, grpc: bool) -> None:
             check_header(header, value)
             if grpc:
                 check_metadata(header, value)
-        except (HttpSyntaxError, BranchGrpcError) as exc:
+        except (HttpSyntaxError, GrpcSyntaxError) as exc:
             raise Invalid(f"branch_headers: {exc}") from None
 
 
@@ -306,7 +306,7 @@ def check_call_url(url: str, what: str, protocol: str) -> None:
         return
     try:
         parse_target(url)
-    except BranchGrpcError:
+    except GrpcSyntaxError:
         raise Invalid(
             f"{what} '{url[:300]}' is neither an http:// or https:// URL nor a gRPC target "
             "host:port/package.Service/Method."

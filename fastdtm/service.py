@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fastdtm.branch_grpc import is_http_url
 from fastdtm.branch_policy import BranchPolicy
 from fastdtm.clock import Clock
 from fastdtm.engine import Claim, Engine, RoundResult
@@ -29,6 +28,7 @@ from fastdtm.errors import (
     Stale,
     TransNotFound,
 )
+from fastdtm.grpc_syntax import is_http_url
 from fastdtm.kinds import kind_for
 from fastdtm.kinds.base import Policy, Topics, reset_interval_ms
 from fastdtm.kinds.msg import topic_name

@@ -29,17 +29,11 @@ import uvloop
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import Message
 
-from fastdtm.branch_grpc import (
-    BranchGrpcError,
-    GrpcClient,
-    GrpcTarget,
-    check_metadata,
-    is_http_url,
-    parse_target,
-)
+from fastdtm.branch_grpc import BranchGrpcError, GrpcClient, parse_target
 from fastdtm.branch_http import BranchDenied, BranchHttpError, HttpClient, NotSent
 from fastdtm.branch_policy import BranchPolicy
 from fastdtm.errors import Invalid
+from fastdtm.grpc_syntax import GrpcSyntaxError, GrpcTarget, check_metadata, is_http_url
 from fastdtm.invoker import UNKNOWN_RESULT, Invoker, classify_grpc, grpc_metadata
 from fastdtm.kinds.base import Call
 from fastdtm.kinds.workflow import resume_body, workflow_data, workflow_input
@@ -229,7 +223,7 @@ def test_check_metadata_accepts(name: str, value: str) -> None:
     ],
 )
 def test_check_metadata_refuses(name: str, value: str) -> None:
-    with pytest.raises(BranchGrpcError):
+    with pytest.raises(GrpcSyntaxError):
         check_metadata(name, value)
 
 
