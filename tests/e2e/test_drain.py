@@ -10,6 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,8 +19,19 @@ from redis.cluster import RedisCluster
 
 from tests.e2e.test_recovery import lease_holders, sync_client, wait_for
 from tests.support.busi import BusiServer, Call, Reply
-from tests.support.node import FastdtmNode, NodeFactory, query, wait_status
-from tests.support.redis_servers import RedisServer
+from tests.support.hold_start_up.sitecustomize import HELD
+from tests.support.node import (
+    DEFAULT_COMMAND,
+    REPO_ROOT,
+    FastdtmNode,
+    NodeFactory,
+    node_env,
+    query,
+    wait_status,
+    with_default_timings,
+)
+from tests.support.processes import LoggedProcess
+from tests.support.redis_servers import HOST, RedisServer, free_port
 
 #: Standalone Redis is enough: the drain is the same on every Redis store.
 ON_REDIS = pytest.mark.parametrize("redis_url", ["redis"], indirect=True)
@@ -64,6 +76,12 @@ def two_nodes(
     staying = node_factory(redis_url, *args, env={"FASTDTM_NODE_ID": "staying"})
     wait_for(lambda: lease_holders(store)["leaving"] > 0, 10, "the two nodes share the shards")
     return leaving, staying
+
+
+def owners(store: redis.Redis | RedisCluster) -> int:
+    """How many nodes hold shard leases; 0 while any shard is free."""
+    holders = lease_holders(store)
+    return 0 if holders["-"] else len(holders)
 
 
 def sigterm(node: FastdtmNode) -> float:
@@ -136,7 +154,14 @@ def test_a_node_stops_promptly_with_nothing_running(
     node_factory: NodeFactory, redis_url: str, store: redis.Redis | RedisCluster, workers: int
 ) -> None:
     node = node_factory(redis_url, "--workers", str(workers))
-    wait_for(lambda: lease_holders(store)["-"] == 0, 10, "the shards are owned")
+    # The node answers /api/ready as soon as one worker serves, while another may still be starting: a
+    # SIGTERM then reaches that one before its drain watches the signal (uvicorn's own handler takes it, and
+    # the lifespan's end drains it as a plain "stop requested"), which is the start-up case, not this one.
+    # So: every worker past its start-up (uvicorn says so once the lifespan, signal watch included, is up),
+    # and each one holding leases, so that "every lease released" is said of every worker.
+    started = "Application startup complete"
+    wait_for(lambda: node.log_text().count(started) == workers, 10, f"{workers} worker(s) serving")
+    wait_for(lambda: owners(store) == workers, 10, "every worker holds shards, and no shard is free")
     signalled = sigterm(node)
     exited = wait_exit(node, 5) - signalled
     assert exited < 2.0, exited
@@ -144,6 +169,43 @@ def test_a_node_stops_promptly_with_nothing_running(
     assert node.log_text().count("SIGTERM: draining") == workers, node.log_text()[-3000:]
     assert lease_holders(store)["-"] == 256  # every lease released, none left to expire
     print(f"\nidle node, {workers} worker(s): SIGTERM -> exit {exited:.2f} s")
+
+
+@ON_REDIS
+def test_a_sigterm_while_the_workers_start_stops_them_as_promptly(
+    redis_url: str, store: redis.Redis | RedisCluster, tmp_path: Path
+) -> None:
+    """SIGTERM reaching workers still in their start-up, before their drain watches the signal (in CI, the second
+    of two workers was that slow once): uvicorn's handler takes it, the worker ends its start-up, and the end of
+    the lifespan drains it ("stop requested"). It stops as promptly as a serving one, every lease released.
+    Each worker is held at that very moment (tests/support/hold_start_up) until the signal has reached it."""
+    release = tmp_path / "release"
+    hold = os.pathsep.join([str(REPO_ROOT / "tests" / "support" / "hold_start_up"), str(REPO_ROOT)])
+    argv = [*DEFAULT_COMMAND, "serve", "--store", redis_url, "--host", HOST, "--port", str(free_port())]
+    argv += ["--grpc-port", str(free_port()), *with_default_timings(["--workers", "2"])]
+    env = node_env({"HOLD_START_UP": str(release), "PYTHONPATH": hold})
+    process = LoggedProcess(argv, log_path=tmp_path / "node.log", cwd=tmp_path, env=env)
+    try:
+        wait_for(lambda: process.log_text().count(HELD) == 2, 20, f"workers held:\n{process.log_tail()}")
+        os.kill(process.pid, signal.SIGTERM)
+        # The supervisor has sent each worker its SIGTERM once it says so; the handler of a worker held in a
+        # sleep runs as the signal arrives, before the worker can see the release.
+        forwarded = "Terminated child process"
+        wait_for(lambda: process.log_text().count(forwarded) == 2, 5, f"signal passed on:\n{process.log_tail()}")
+        release.touch()
+        released = time.monotonic()
+        wait_for(lambda: not process.alive(), 5, f"node still running:\n{process.log_tail()}")
+        exited = time.monotonic() - released
+    finally:
+        release.touch()  # a held worker would not stop before that: none must outlive the test
+        process.stop(grace=5.0)
+    log = process.log_text()
+    assert process.returncode in (0, -signal.SIGTERM), process.log_tail()
+    assert log.count("stop requested: draining") == 2 and "SIGTERM: draining" not in log, process.log_tail()
+    assert log.count("Application shutdown complete") == 2, process.log_tail()
+    assert exited < 2.0, exited
+    assert lease_holders(store)["-"] == 256  # whatever a worker took in its last moments, it gave back
+    print(f"\nSIGTERM during start-up, 2 workers: exit {exited:.2f} s after the start-up went on")
 
 
 @pytest.mark.parametrize("fault", ["killed", "frozen"])
