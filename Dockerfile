@@ -4,7 +4,8 @@
 # scripts/k8s/image.sh (`make image`), which fills that folder with wheels for the Python of BASE and then runs
 #   docker build --network none --build-arg BASE=... -t fastdtm:<version> .
 # BASE: any image with python3 and its venv module (glibc; musl is untested). Both stages use it: the venv's python
-# is BASE's own.
+# is BASE's own. fastdtm's wheel is the compiled one (docs/compiled.md: the request path as C extensions by mypyc)
+# when image.sh could build it for BASE's Python and glibc, else the pure-Python one; this file takes either.
 ARG BASE=python:3.12-slim
 
 FROM ${BASE} AS build

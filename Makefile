@@ -8,7 +8,7 @@ BENCH_STAMP := $(VENV)/.bench-installed
 PROFILE ?= short
 
 .PHONY: run run-redis test test-differential test-resilience lint typecheck unit bench bench-saga bench-scale clean proto \
-	image k8s-validate k8s-e2e
+	image k8s-validate k8s-e2e compiled pure wheel test-compiled
 
 # Run a fastdtm node at :36789 on the embedded store (./fastdtm.db): nothing else to install.
 run: $(STAMP)
@@ -20,7 +20,30 @@ run-redis: $(STAMP)
 	./scripts/local-redis.sh
 	$(BIN)/fastdtm serve --store redis://127.0.0.1:6379/0 $(ARGS)
 
-# Everything CI checks: formatting, lint, types, then the whole test suite against real Redis.
+# The hot path's modules compiled by mypyc, beside their sources (docs/compiled.md): this tree's node, tests and
+# benchmarks then run compiled. `make pure` removes them. Needs a C compiler and Python's headers.
+compiled: $(STAMP)
+	./scripts/compile.sh
+
+pure:
+	./scripts/compile.sh --clean
+
+# dist/fastdtm-<version>-*.whl: compiled when a C compiler is here (cp311 linux wheel), pure Python otherwise.
+wheel: $(STAMP)
+	if command -v cc >/dev/null 2>&1; then export HATCH_BUILD_HOOK_ENABLE_MYPYC=1; fi; \
+	$(BIN)/pip wheel -q --no-build-isolation --no-deps -w dist .
+
+# The whole suite on the compiled build only (scripts/test-compiled.sh), leaving the tree pure afterwards.
+test-compiled: $(STAMP)
+	./scripts/ensure-redis.sh
+	./scripts/ensure-mariadb.sh
+	./scripts/ensure-postgres.sh
+	./scripts/ensure-chromium.sh
+	./scripts/warm-interop.sh
+	./scripts/test-compiled.sh $(PYTEST_ARGS)
+
+# Everything CI checks: formatting, lint, types, then the whole test suite against real servers on the compiled
+# build, the one the image ships (docs/compiled.md), and the request path's suites again on the pure build.
 test: $(STAMP) lint typecheck
 	./scripts/ensure-redis.sh
 	./scripts/ensure-mariadb.sh
@@ -28,7 +51,8 @@ test: $(STAMP) lint typecheck
 	./scripts/ensure-chromium.sh
 	./scripts/warm-interop.sh
 	./scripts/test-uvicorn-range.sh
-	$(BIN)/pytest $(PYTEST_ARGS)
+	./scripts/test-compiled.sh $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit tests/api tests/e2e $(PYTEST_ARGS)
 
 # The same raw-HTTP scenarios against Go DTM v1.19.0 and fastdtm, replies compared (tests/differential; also part
 # of make test). Builds Go DTM first if it is missing; without go the suite skips (fails under CI=true).
@@ -88,7 +112,7 @@ k8s-validate:
 k8s-e2e: $(STAMP)
 	./scripts/k8s/e2e.sh
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'

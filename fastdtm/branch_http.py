@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Final, cast
 from urllib.parse import urljoin
 
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+from mypy_extensions import mypyc_attr
 
 from fastdtm import http_syntax
 from fastdtm.branch_proxy import Proxies, Proxy
@@ -81,10 +82,13 @@ _Reply = tuple[int, bytes, bytes | None]
 """Status, body, Location header."""
 
 
+# mypyc compiles no subclass of a built-in exception but Exception: this one stays a Python class.
+@mypyc_attr(native_class=False)
 class BranchHttpError(OSError):
     """A request that got no complete HTTP reply: not connected, reset, timed out, malformed, redirect loop."""
 
 
+@mypyc_attr(native_class=False)
 class BranchDenied(BranchHttpError):
     """The branch policy refused the call before it was made: a denied host or address, a redirect elsewhere."""
 
@@ -94,6 +98,7 @@ class NotSent(Exception):
     so the call is neither a success nor a failure (the engine re-checks its hold, then calls again)."""
 
 
+@mypyc_attr(native_class=False)
 class _Stale(BranchHttpError):
     """The connection closed before any byte of the reply: on a reused idle connection, worth one retry."""
 

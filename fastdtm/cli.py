@@ -8,6 +8,8 @@ import os
 import ssl
 import sys
 from collections.abc import Sequence
+from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
 
 import uvicorn
 
@@ -204,6 +206,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return serve(settings)
 
 
+def build() -> str:
+    """Which build runs: pure Python, or with modules compiled by mypyc (docs/compiled.md)."""
+    package = Path(__file__).parent
+    compiled = [p for p in package.rglob("*") if p.name.endswith(tuple(EXTENSION_SUFFIXES))]
+    return f"{len(compiled)} modules compiled" if compiled else "pure Python"
+
+
 def serve(settings: Settings) -> int:
     if settings.embedded:
         try:
@@ -213,12 +222,13 @@ def serve(settings: Settings) -> int:
             return 2
     if settings.store_defaulted:
         log.info(
-            "fastdtm %s on the embedded store %s (the default; --store redis://... to run several nodes)",
+            "fastdtm %s (%s) on the embedded store %s (the default; --store redis://... to run several nodes)",
             __version__,
+            build(),
             settings.store,
         )
     else:
-        log.info("fastdtm %s on store %s", __version__, settings.store_shown)
+        log.info("fastdtm %s (%s) on store %s", __version__, build(), settings.store_shown)
     common = {
         "host": settings.host,
         "port": settings.port,

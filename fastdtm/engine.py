@@ -323,10 +323,12 @@ class _Runner:
             # Another writer (forceStop, another round) moved the transaction first: stand down.
             log.info("round stopped: %s", exc, extra={"gid": self.rnd.trans.gid})
             completed = False
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as cancelled:
             if self.engine.closing and self.created:
                 await self._hand_back()
-            raise
+            # Named, not a bare `raise`: compiled by mypyc, a bare raise after an await in the handler re-raised
+            # a lost exception and crashed the process (docs/compiled.md).
+            raise cancelled
         finally:
             for task in self.tasks:
                 task.cancel()

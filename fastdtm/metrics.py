@@ -48,6 +48,7 @@ from collections.abc import Sequence
 from typing import Final, TypeAlias
 
 import grpc
+from mypy_extensions import mypyc_attr
 
 from fastdtm import __version__
 
@@ -57,9 +58,10 @@ OTHER: Final = "other"
 #: Distinct values a client-chosen label keeps by default (Settings.metric_label_values).
 LABEL_VALUES: Final = 64
 #: The Go client's default buckets, which DTM's histograms use: dashboards' quantiles stay comparable.
-DTM_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Typed in full: mypyc leaves a float tuple typed by inference unset when a method reads it.
+DTM_BUCKETS: Final[tuple[float, ...]] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 #: A claim is one Lua call per shard, in parallel: sub-millisecond normally, seconds only when Redis struggles.
-CLAIM_BUCKETS: Final = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+CLAIM_BUCKETS: Final[tuple[float, ...]] = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 Labels: TypeAlias = tuple[str, ...]
 
@@ -180,6 +182,8 @@ class Histogram(_Family):
             out.append(f"{self.name}_count{_braced(pairs)} {cumulative}")
 
 
+# A subclass of set: mypyc keeps it a Python class.
+@mypyc_attr(native_class=False)
 class BoundedLabel(set[str]):
     """The values one client-chosen label keeps: the first `limit` distinct ones; later ones read "other".
 

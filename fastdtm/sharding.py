@@ -45,7 +45,7 @@ from __future__ import annotations
 import binascii
 import itertools
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 SLOTS = 16384
@@ -54,11 +54,13 @@ _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 KV_TAG = "KV"
 
 
-def _candidates() -> itertools.chain[str]:
-    """Short tags in order of length: 1-char, then 2-char, ... (deterministic)."""
-    return itertools.chain.from_iterable(
-        ("".join(p) for p in itertools.product(_ALPHABET, repeat=n)) for n in itertools.count(1)
-    )
+def _candidates() -> Iterator[str]:
+    """Short tags in order of length: 1-char, then 2-char, ... (deterministic, endless)."""
+    # A generator function, not a generator expression: mypyc builds the list of a generator expression
+    # passed as an argument, which for this endless sequence never ends.
+    for n in itertools.count(1):
+        for chars in itertools.product(_ALPHABET, repeat=n):
+            yield "".join(chars)
 
 
 def shard_tags(shards: int) -> tuple[str, ...]:

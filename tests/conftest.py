@@ -12,6 +12,7 @@ from typing import NoReturn, TypeVar
 
 import pytest
 
+from tests.support import compiled
 from tests.support.busi import BusiServer
 from tests.support.mariadb import MariaDBServer, MariaDBUnavailable, reset_schemas
 from tests.support.node import FastdtmNode, NodeFactory
@@ -38,6 +39,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="use this Redis Cluster (redis+cluster://host:port,...) instead of starting one",
     )
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    why = compiled.stale(Path(__file__).resolve().parent.parent)
+    if why is not None:
+        pytest.exit(f"stale compiled modules: {why}; run `make compiled` again, or `make pure`", returncode=4)
 
 
 def in_ci() -> bool:

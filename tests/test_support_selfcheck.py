@@ -4,11 +4,13 @@ server, the node launcher), before and independently of the fastdtm package itse
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import socket
 import sys
 import threading
 import time
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 
 import httpx
@@ -17,6 +19,7 @@ import redis
 from redis.cluster import RedisCluster as ClusterClient
 from redis.crc import key_slot
 
+from tests.support import compiled
 from tests.support.busi import BusiServer, Call, Reply
 from tests.support.node import REPO_ROOT, FastdtmNode, NodeFactory, query, wait_status
 from tests.support.redis_servers import CLUSTER_SLOTS, ClusterTarget, RedisServer, RedisTarget, free_port
@@ -294,3 +297,21 @@ def test_query_and_wait_status(stand_in: list[str]) -> None:
 def test_real_node_is_ready(node: FastdtmNode) -> None:
     assert httpx.get(f"{node.base}/api/ready").status_code == 200
     assert httpx.get(f"{node.base}/api/ping").json() == {"msg": "pong"}
+
+
+def test_compiled_modules_are_stale_once_their_source_changes(tmp_path: Path) -> None:
+    """The guard of `make compiled` trees: pure passes, matching hashes pass, an edited source or a missing
+    manifest is refused (tests/conftest.py stops the session then)."""
+    package = tmp_path / "fastdtm"
+    package.mkdir()
+    source = package / "engine.py"
+    source.write_text("x = 1\n")
+    assert compiled.stale(tmp_path) is None  # no extension: the pure build
+    (package / f"engine{EXTENSION_SUFFIXES[0]}").write_bytes(b"")
+    assert compiled.stale(tmp_path) == f"1 compiled modules but no {compiled.MANIFEST}"
+    manifest = tmp_path / compiled.MANIFEST
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(f"{hashlib.sha256(source.read_bytes()).hexdigest()}  fastdtm/engine.py\n")
+    assert compiled.stale(tmp_path) is None
+    source.write_text("x = 2\n")
+    assert compiled.stale(tmp_path) == "fastdtm/engine.py changed since it was compiled"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Final, Protocol, TypeAlias
+from typing import Any, ClassVar, Final, Protocol, TypeAlias
 
 from fastdtm.errors import Invalid
 from fastdtm.models import Branch, BranchRequest, Options, Transaction, TransRequest
@@ -79,7 +79,8 @@ class Round:
     #: Why a branch failed terminally (becomes the rollback reason).
     failure_reason: str = ""
     #: The kind's reading of `custom_data`, parsed once per round rather than at every step.
-    parsed: object = None
+    # Any, not object: mypyc's dataclasses cannot resolve a field annotated `object` at import.
+    parsed: Any = None
 
     def finished_with(self, index: int) -> Outcome | None:
         return self.outcomes.get(index) if index not in self.running else None

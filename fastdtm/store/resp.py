@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Final, cast
 
 import hiredis
+from mypy_extensions import mypyc_attr
 
 Arg = str | int | bytes
 
@@ -74,10 +75,13 @@ class ReplyError(Exception):
         return str(self).split(" ", 1)[0]
 
 
+# mypyc compiles no subclass of a built-in exception but Exception: this one stays a Python class.
+@mypyc_attr(native_class=False)
 class NotSent(ConnectionError):
     """The command never reached Redis (no connection, or its handshake failed): safe to send again."""
 
 
+@mypyc_attr(native_class=False)
 class NotReplicated(ConnectionError):
     """A durable write ran, but fewer replicas than asked for confirmed it in time: a failover may lose it."""
 
