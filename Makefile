@@ -32,6 +32,7 @@ pure:
 wheel: $(STAMP)
 	if command -v cc >/dev/null 2>&1; then export HATCH_BUILD_HOOK_ENABLE_MYPYC=1; fi; \
 	$(BIN)/pip wheel -q --no-build-isolation --no-deps -w dist .
+	./scripts/compile.sh --after-wheel
 
 # The whole suite on the compiled build only (scripts/test-compiled.sh), leaving the tree pure afterwards.
 test-compiled: $(STAMP)

@@ -20,6 +20,13 @@ clean() {
   rm -rf "$OUT"
 }
 
+# A compiled wheel's build (make wheel, scripts/k8s/image.sh) leaves the extensions beside their sources too: removed
+# again, unless this tree is compiled on purpose (`make compiled` wrote its manifest), so that it stays pure.
+if [ "${1:-}" = "--after-wheel" ]; then
+  [ -f "$MANIFEST" ] || { find fastdtm -name '*.so' -delete; rm -f ./*__mypyc.*.so; }
+  exit 0
+fi
+
 if [ "${1:-}" = "--clean" ]; then
   clean
   echo "compile: removed the compiled modules; this tree runs as pure Python"

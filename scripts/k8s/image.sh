@@ -112,6 +112,7 @@ project_wheel() {
   if compiled_fits; then
     say "fastdtm: compiling the hot path with mypyc (about 2 minutes)"
     HATCH_BUILD_HOOK_ENABLE_MYPYC=1 .venv/bin/pip wheel -q --no-build-isolation --no-deps -w "$CTX/fastdtm" . >/dev/null
+    ./scripts/compile.sh --after-wheel
     WHEEL="$(ls "$CTX"/fastdtm/fastdtm-*.whl)"
     return
   fi
