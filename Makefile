@@ -53,7 +53,7 @@ test: $(STAMP) lint typecheck
 	./scripts/warm-interop.sh
 	./scripts/test-uvicorn-range.sh
 	./scripts/test-compiled.sh $(PYTEST_ARGS)
-	$(BIN)/pytest tests/unit tests/api tests/e2e $(PYTEST_ARGS)
+	$(BIN)/pytest tests/unit tests/api $(PYTEST_ARGS)
 
 # The same raw-HTTP scenarios against Go DTM v1.19.0 and fastdtm, replies compared (tests/differential; also part
 # of make test). Builds Go DTM first if it is missing; without go the suite skips (fails under CI=true).
