@@ -15,15 +15,14 @@ import socket
 import ssl
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Self, TypeVar
+from typing import Any, Self
 from urllib.parse import urlencode
 
 import pytest
-import uvloop
 
 from fastdtm.branch_http import (
     BranchDenied,
@@ -40,24 +39,7 @@ from fastdtm.kinds.base import Call
 from fastdtm.models import Options, Transaction
 from fastdtm.states import Outcome, TransStatus, TransType
 from tests.support.busi import BusiServer
-
-T = TypeVar("T")
-
-
-class Run(Protocol):
-    def __call__(self, main: Coroutine[Any, Any, T]) -> T: ...
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Run:
-    """Runs a test's coroutine on a fresh loop of each kind (uvloop transports differ from asyncio's)."""
-    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
-
-    def runner(main: Coroutine[Any, Any, T]) -> T:
-        with asyncio.Runner(loop_factory=factory) as loop_runner:
-            return loop_runner.run(main)
-
-    return runner
+from tests.support.loops import Run
 
 
 @dataclass(frozen=True, slots=True)

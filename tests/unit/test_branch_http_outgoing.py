@@ -14,12 +14,10 @@ import contextlib
 import socket
 import ssl
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
 
 import pytest
-import uvloop
 
 from fastdtm.branch_http import BranchDenied, BranchHttpError, HttpClient
 from fastdtm.branch_policy import BranchPolicy
@@ -30,26 +28,11 @@ from fastdtm.kinds.base import Call
 from fastdtm.models import Options, Transaction
 from fastdtm.states import Outcome, TransStatus, TransType
 from tests.support.forward_proxy import ForwardProxy
+from tests.support.loops import Run
 from tests.support.tls import Pki, make_pki
 from tests.unit.test_branch_http import RawServer, Seen, answer_ok
 
-T = TypeVar("T")
 BUSI = "busi.invalid"
-
-
-class Run(Protocol):
-    def __call__(self, main: Coroutine[Any, Any, T]) -> T: ...
-
-
-@pytest.fixture(params=["asyncio", "uvloop"])
-def run(request: pytest.FixtureRequest) -> Run:
-    factory = uvloop.new_event_loop if request.param == "uvloop" else asyncio.new_event_loop
-
-    def runner(main: Coroutine[Any, Any, T]) -> T:
-        with asyncio.Runner(loop_factory=factory) as loop_runner:
-            return loop_runner.run(main)
-
-    return runner
 
 
 @pytest.fixture(scope="module")
