@@ -94,7 +94,8 @@ async def build_store(settings: Settings, metrics: Metrics) -> tuple[Store, KV]:
     )
     client = connect(settings.store, timeouts, preload=[Script(name).source for name in (*SCRIPTS, *KV_SCRIPTS)])
     # One Redis client per process: the KV shares the store's, and store.close() closes it.
-    redis_store = RedisStore(client, keys, finished_ttl_ms, metrics)
+    wake_within_ms = int(settings.retry_interval * 1000)  # the wake rule of Settings.shard_look
+    redis_store = RedisStore(client, keys, finished_ttl_ms, metrics, wake_within_ms=wake_within_ms)
     return redis_store, RedisKV(client, keys)
 
 

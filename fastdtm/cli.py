@@ -39,7 +39,7 @@ _SERVE_FLAGS: dict[str, tuple[str, type, str]] = {
     "--retry-interval": ("retry_interval", float, "base retry interval, seconds (default 10)"),
     "--timeout-to-fail": ("timeout_to_fail", float, "default timeout of msg/tcc/xa, seconds (default 35)"),
     "--request-timeout": ("request_timeout", float, "timeout of one branch call, seconds (default 3)"),
-    "--cron-interval": ("cron_interval", float, "how often owned shards are polled, seconds (default 1)"),
+    "--cron-interval": ("cron_interval", float, "the cron's tick: due work is claimed within one, seconds (default 1)"),
     "--lease-ttl": ("lease_ttl", float, "shard lease lifetime, seconds (default 10)"),
     "--node-heartbeat": ("node_heartbeat", float, "node heartbeat interval, seconds (default 1)"),
     "--max-clock-skew": (

@@ -335,6 +335,13 @@ class Settings:
         return self.store.startswith("sqlite:")
 
     @property
+    def shard_look(self) -> float:
+        """The longest an owned shard goes without a claim. Any write that schedules something sooner than
+        `retry_interval` from its own clock wakes the shard (`Store.wake_counts`); one that schedules it later,
+        after this look, is seen by the next look before it is due (clocks up to `max_clock_skew` apart)."""
+        return max(self.cron_interval, self.retry_interval - self.max_clock_skew)
+
+    @property
     def lease_renew(self) -> float:
         """Leases are renewed three times per TTL so that one slow renewal does not lose them."""
         return self.lease_ttl / 3

@@ -5,9 +5,11 @@ rendezvous hashing, the shards it should own; it acquires those leases when free
 holds, and releases what now belongs to another node, so shards rebalance as nodes come and go.
 A dead node's leases expire after the lease TTL and its shards move to the survivors.
 
-Each tick, for every owned shard, `claim_due` takes due transactions (checking the lease token in
-the same script: a node that lost its lease cannot claim) and hands them to the engine, with a
-bound on rounds in flight.
+Each tick, `claim_due` takes the due transactions of the owned shards that need a look (checking the
+lease token in the same script: a node that lost its lease cannot claim) and hands them to the engine,
+with a bound on rounds in flight. A shard needs a look when what its last claim said comes due, when its
+wake count moved (a write made something due soon), or after `Settings.shard_look` at the latest: so an
+idle node costs Redis a few hundred commands a second, not a claim per shard per tick.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from fastdtm.clock import Clock
 from fastdtm.config import Settings
@@ -50,8 +52,17 @@ def heartbeat_ttl_ms(settings: Settings) -> int:
 
 
 class Cron:
-    def __init__(self, store: Store, engine: Engine, settings: Settings, clock: Clock, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        store: Store,
+        engine: Engine,
+        settings: Settings,
+        clock: Clock,
+        metrics: Metrics,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
+        self.monotonic = monotonic
         self.metrics = metrics
         self.engine = engine
         self.settings = settings
@@ -60,9 +71,15 @@ class Cron:
         # The token makes a restarted node with the same id a different lease holder.
         self.lease = f"{settings.node_id} {secrets.token_hex(8)}"
         self.owned: set[int] = set()
+        #: shard -> the `time.monotonic()` it needs a claim by; a shard not in it needs one now (just acquired).
+        #: Monotonic, not the wall clock: a wall clock set back must not put the looks off.
+        self._looks: dict[int, float] = {}
+        #: shard -> the wake count seen before its last claim.
+        self._wakes: dict[int, int] = {}
         self._rounds: set[asyncio.Task[None]] = set()
         self._renew_faults = FaultLog(log, "lease renewals", unit="shards")
         self._move_faults = FaultLog(log, "lease moves", unit="shards")
+        self._wake_faults = FaultLog(log, "wake count reads")
         self._leaving: asyncio.Task[None] | None = None
         self._tickers = [
             Ticker("cron-membership", settings.node_heartbeat, self.membership),
@@ -139,6 +156,7 @@ class Cron:
                 raise reply
             elif shard in mine and reply:
                 self.owned.add(shard)
+                self._looks.pop(shard, None)  # looked at in the next poll
             elif shard not in mine:
                 self.owned.discard(shard)
         if failed:
@@ -170,24 +188,55 @@ class Cron:
         self.metrics.leases_held(len(self.owned))
 
     async def poll(self) -> None:
-        """Claim due transactions of every owned shard, as many as there is room for."""
+        """Claim the due transactions of the owned shards that need a look, as many as there is room for."""
         room = self.settings.cron_concurrency - len(self._rounds)
         if room <= 0 or not self.owned or self._leaving is not None:
             return
-        now = self.clock.now_ms()
+        shards, counts = await self._to_look_at()
+        if not shards:
+            return
+        now, looked = self.clock.now_ms(), self.monotonic()
         until = now + int(self.settings.retry_interval * 1000)
         limit = min(room, self.settings.claim_batch)
-        shards = sorted(self.owned)
         started = time.perf_counter()
         claims = await self.store.claim_due_many(shards, self.lease, now, limit, until)
-        self.metrics.claimed(sum(len(c) for c in claims.values() if c), time.perf_counter() - started)
+        self.metrics.claimed(sum(len(c.gids) for c in claims.values() if c is not None), time.perf_counter() - started)
+        self.metrics.shards_looked_at(len(shards))
+        latest = looked + self.settings.shard_look
         for shard, claim in claims.items():
             if claim is None:
                 self.owned.discard(shard)  # fenced: another node holds this shard now
                 continue
-            for gid in claim:
+            # Told in wall ms (the writers' clocks); kept as a delay from this look.
+            wait = latest if claim.next_ms is None else looked + (claim.next_ms - now) / 1000
+            self._looks[shard] = min(wait, latest)
+            for gid in claim.gids:
                 self._dispatch(gid)
+        # Only now: a tick that failed before its claims leaves the wakes it saw to the next one.
+        self._wakes.update(counts)
         self.metrics.leases_held(len(self.owned))
+
+    async def _to_look_at(self) -> tuple[list[int], dict[int, int]]:
+        """The owned shards due for a look (by the schedule their last claim told, or woken since), and the
+        wake counts read."""
+        owned = sorted(self.owned)
+        # Forget what belongs to shards gone since: one that comes back is looked at at once.
+        for gone in self._looks.keys() - self.owned:
+            del self._looks[gone]
+            self._wakes.pop(gone, None)
+        # Bounded: the counts live on one Redis node, and a frozen one must not hold up the claims on the others.
+        try:
+            counts = await asyncio.wait_for(self.store.wake_counts(owned), self.settings.cron_interval)
+        except (StoreError, TimeoutError) as exc:
+            # Not known: every shard, as if all were woken (as the cron did before it had wakes).
+            self._wake_faults.failed(exc if isinstance(exc, StoreError) else "no answer within a tick")
+            return owned, {}
+        self._wake_faults.succeeded()
+        # Half a tick ahead: a look due just after this tick is taken now, not a whole tick late.
+        horizon = self.monotonic() + self.settings.cron_interval / 2
+        seen = dict(zip(owned, counts, strict=True))
+        due = [s for s in owned if self._wakes.get(s) != seen[s] or self._looks.get(s, 0.0) <= horizon]
+        return due, seen
 
     def _dispatch(self, gid: str) -> None:
         task = asyncio.get_running_loop().create_task(self._advance(gid))

@@ -14,7 +14,8 @@ no module-level state.
 | `dtm_branch_process_total` | counter | `model`, `branchid`, `branchtype`, `status`, `protocol` | branch calls |
 | `fastdtm_shard_leases_held` | gauge | | shard leases this node holds |
 | `fastdtm_due_claimed_total` | counter | | due transactions this node's cron claimed |
-| `fastdtm_claim_duration_seconds` | histogram | | one cron poll's claim over all held shards |
+| `fastdtm_claim_duration_seconds` | histogram | | one cron poll's claim over the held shards due for a look |
+| `fastdtm_shard_looks_total` | counter | | shards the cron claimed from (each is one `claim_due`): its idle cost |
 | `fastdtm_rounds_in_flight` | gauge | | processing rounds running on this node |
 | `fastdtm_store_calls_total` | counter | `script` | store calls, by Lua script (or store method) |
 | `fastdtm_branch_call_duration_seconds` | histogram | `protocol` | branch calls this node made, seconds |
@@ -230,9 +231,10 @@ class Metrics:
         self._claimed = Counter("fastdtm_due_claimed_total", "Due transactions this node's cron claimed.")
         self._claim_time = Histogram(
             "fastdtm_claim_duration_seconds",
-            "Duration of one cron poll's claim over all held shards.",
+            "Duration of one cron poll's claim over the held shards due for a look.",
             bounds=CLAIM_BUCKETS,
         )
+        self._looks = Counter("fastdtm_shard_looks_total", "Shards the cron claimed from (one claim_due each).")
         self._in_flight = Gauge("fastdtm_rounds_in_flight", "Processing rounds running on this node.")
         self._store_calls = Counter(
             "fastdtm_store_calls_total",
@@ -258,6 +260,7 @@ class Metrics:
             self._leases,
             self._claimed,
             self._claim_time,
+            self._looks,
             self._in_flight,
             self._store_calls,
             self._call_time,
@@ -326,6 +329,9 @@ class Metrics:
     def claimed(self, n: int, seconds: float) -> None:
         self._claimed.inc((), n)
         self._claim_time.observe((), seconds)
+
+    def shards_looked_at(self, n: int) -> None:
+        self._looks.inc((), n)
 
     def rounds_in_flight(self, n: int) -> None:
         self._in_flight.set((), n)

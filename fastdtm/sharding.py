@@ -22,6 +22,9 @@ key                                   type         content
                                                    the cron drops those from ``idx``
 ``<prefix>:{t}:lease``                string       the shard's cron lease ``<node_id> <token>``
 ``<prefix>:nodes``                    sorted set   node_id -> heartbeat expiry (ms); not sharded
+``<prefix>:wake``                     hash         shard number -> wake count, bumped after a write
+                                                   that made something in the shard due soon (the
+                                                   cron's cue to look at it); not sharded
 ``<prefix>:{KV}:kv:<cat>:<k>``        hash         one KV entry (topics: ``cat`` = ``topics``):
                                                    ``v``, ``version``, ``create_time``,
                                                    ``update_time`` (ms)
@@ -132,6 +135,10 @@ class Keys:
 
     def nodes(self) -> str:
         return f"{self.prefix}:nodes"
+
+    def wake(self) -> str:
+        """One hash for all shards, so that a cron tick reads every count it needs with one command."""
+        return f"{self.prefix}:wake"
 
     def kv_tag(self) -> str:
         """The hash tag of the KV shard: one slot for all KV data (see the module docstring)."""

@@ -81,6 +81,16 @@ class Taken:
 
 
 @record
+class Claimed:
+    """What one shard's claim took, and when the shard next needs the cron."""
+
+    gids: list[str]
+    #: The earliest time (ms) anything left in the shard is scheduled, a transaction or an expiry to retire;
+    #: None: nothing is. A later write can only add something earlier if it wakes the shard (`wake_counts`).
+    next_ms: int | None
+
+
+@record
 class ListQuery:
     """Filters and cursor of `/all`."""
 
@@ -203,14 +213,24 @@ class Store(Protocol):
         """Drop a gid from the due index (its data is gone)."""
         ...
 
-    async def claim_due(self, shard: int, lease: str, now_ms: int, limit: int, until_ms: int) -> list[str]:
-        """Due gids of a shard, pushed to `until_ms`; raises LeaseLost if `lease` is not held."""
+    async def claim_due(self, shard: int, lease: str, now_ms: int, limit: int, until_ms: int) -> Claimed:
+        """Due gids of a shard, pushed to `until_ms`, and the shard's next schedule after them; raises LeaseLost
+        if `lease` is not held."""
         ...
 
     async def claim_due_many(
         self, shards: Sequence[int], lease: str, now_ms: int, limit: int, until_ms: int
-    ) -> dict[int, list[str] | None]:
-        """claim_due for each shard in one go: shard -> its gids, or None if the lease is lost there."""
+    ) -> dict[int, Claimed | None]:
+        """claim_due for each shard in one go: None where the lease is lost; a shard whose server failed has
+        claimed nothing and is due at once (`next_ms` 0), so the next tick tries it again."""
+        ...
+
+    async def wake_counts(self, shards: Sequence[int]) -> list[int]:
+        """Each shard's wake count. It changes after any write that made something in the shard due sooner than
+        the store's `wake_within_ms` from the write's `now` (a short retry interval, resetNextCronTime, a resume,
+        a hand-back): so an owner that saw a shard's next schedule need look again only at that schedule, at
+        its wake, or after `wake_within_ms` (less the clock skew). Raises StoreUnavailable: then the owner must
+        look at every shard."""
         ...
 
     async def acquire_lease(self, shard: int, lease: str, ttl_ms: int) -> bool:

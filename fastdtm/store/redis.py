@@ -29,6 +29,7 @@ from fastdtm.store.base import (
     AttentionPage,
     BranchMarking,
     Change,
+    Claimed,
     ListPage,
     ListQuery,
     Taken,
@@ -61,6 +62,8 @@ SCRIPTS: Final = (
 #: The scripts whose writes a failover must not lose (see `Script`): every write but the cron's claims and
 #: leases, which a failover may lose; `load` writes nothing.
 DURABLE: Final = frozenset(SCRIPTS) - {"load", "claim_due", "lease_renew", "lease_release"}
+#: `wake_within_ms` unless told: Settings.retry_interval's default, the interval the common writes schedule at.
+WAKE_WITHIN_MS: Final = 10_000
 
 
 # Compiled (docs/compiled.md), yet the Lua tests subclass it.
@@ -102,14 +105,25 @@ class mapped:  # lower case: used as the function it replaced, `async with mappe
 
 
 class RedisStore:
-    def __init__(self, client: Commands, keys: Keys, finished_ttl_ms: int, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self,
+        client: Commands,
+        keys: Keys,
+        finished_ttl_ms: int,
+        metrics: Metrics | None = None,
+        *,
+        wake_within_ms: int = WAKE_WITHIN_MS,
+    ) -> None:
         self.client = client
         self.metrics = metrics
         self.keys = keys
         self.shards = keys.shards
         self.finished_ttl_ms = finished_ttl_ms
+        self.wake_within_ms = wake_within_ms
         self._scripts = {name: Script(name, durable=name in DURABLE) for name in SCRIPTS}
         self._claim_faults = FaultLog(log, "claims", unit="shards")
+        self._wake_faults = FaultLog(log, "shard wakes", unit="shards")
+        self._waking: set[asyncio.Task[None]] = set()
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
         if self.metrics is not None:
@@ -141,6 +155,8 @@ class RedisStore:
         ]
         reply = await self._run("create", [g, b, due, idx, exp], args)
         if reply[0] == "CREATED":
+            if not finished:
+                self._wake_if_soon(trans.gid, trans.next_cron_ms, trans.update_ms)
             return None
         raise_for(reply, trans.gid, trans_type=trans.trans_type)
         return TransStatus(reply[1])
@@ -174,6 +190,8 @@ class RedisStore:
         args += hashes.change_fields(change)
         reply = await self._run("transition", [g, b, due, exp, att], args)
         raise_for(reply, change.gid, trans_type=change.trans_type)
+        if isinstance(schedule, int):
+            self._wake_if_soon(change.gid, schedule, change.now_ms)
 
     async def take(self, gid: str, now_ms: int, held_until_ms: int, holder: str) -> Taken | None:
         g, b, due, _, _ = self.keys.of_trans(gid)
@@ -181,6 +199,7 @@ class RedisStore:
         if reply[0] in ("FINISHED", "NOT_FOUND"):
             return None
         raise_for(reply, gid)
+        self._wake_if_soon(gid, held_until_ms, now_ms)
         return _taken(reply)
 
     async def take_over(self, change: Change, holder: str) -> Taken:
@@ -190,6 +209,7 @@ class RedisStore:
         args += hashes.change_fields(change)
         reply = await self._run("take_over", [g, b, due], args)
         raise_for(reply, change.gid, trans_type=change.trans_type)
+        self._wake_if_soon(change.gid, next_cron_ms, change.now_ms)
         return _taken(reply)
 
     async def register_branches(
@@ -206,6 +226,8 @@ class RedisStore:
         g, _, due, _, _ = self.keys.of_trans(gid)
         reply = await self._run("touch", [g, due], [gid, next_cron_ms, now_ms])
         raise_for(reply, gid)
+        if reply[0] == "OK":
+            self._wake_if_soon(gid, next_cron_ms, now_ms)
         return TransStatus(reply[1])
 
     async def reset_cron(self, threshold_ms: int, now_ms: int, limit: int) -> tuple[int, bool]:
@@ -217,6 +239,8 @@ class RedisStore:
                 "reset_cron", [self.keys.due(shard)], [threshold_ms, now_ms, limit - moved, PAUSED_MS]
             )
             moved += count
+            if count:
+                self._wake(shard)
             if moved >= limit:
                 return moved, True  # DTM's meaning: the limit was hit, call again
         return moved, False
@@ -226,46 +250,76 @@ class RedisStore:
         async with mapped():
             await self.client.execute(due, "ZREM", due, gid)
 
-    async def claim_due(self, shard: int, lease: str, now_ms: int, limit: int, until_ms: int) -> list[str]:
+    async def claim_due(self, shard: int, lease: str, now_ms: int, limit: int, until_ms: int) -> Claimed:
         keys = [self.keys.lease(shard), self.keys.due(shard), self.keys.index(shard), self.keys.expiring(shard)]
         reply = await self._run("claim_due", keys, [lease, now_ms, limit, until_ms])
         raise_for(reply, "", shard=shard)
-        return list(reply[1:])
+        # A score as Redis prints it: an integer for every time we write, but read as a float to be sure.
+        return Claimed(list(reply[2:]), int(float(reply[1])) if reply[1] else None)
 
     async def claim_due_many(
         self, shards: Sequence[int], lease: str, now_ms: int, limit: int, until_ms: int
-    ) -> dict[int, list[str] | None]:
+    ) -> dict[int, Claimed | None]:
         """claim_due on many shards at once: the client pipelines them, one round trip per Redis node
-        per cron tick instead of one per shard (256 by default: most of an idle node's cost)."""
+        per cron tick instead of one per shard."""
         claims = await asyncio.gather(
             *(self.claim_due(s, lease, now_ms, limit, until_ms) for s in shards), return_exceptions=True
         )
         return self._claimed(shards, claims)
 
-    def _claimed(
-        self, shards: Sequence[int], claims: Sequence[list[str] | BaseException]
-    ) -> dict[int, list[str] | None]:
-        """Each shard's gids; None where the lease was lost; nothing this tick where the shard's master
-        failed (one unreachable master must not stop the claims on the others; the next tick tries again)."""
-        gids: dict[int, list[str] | None] = {}
+    def _claimed(self, shards: Sequence[int], claims: Sequence[Claimed | BaseException]) -> dict[int, Claimed | None]:
+        """Each shard's claim; None where the lease was lost; nothing, and due again at once, where the
+        shard's master failed (one unreachable master must not stop the claims on the others)."""
+        claimed: dict[int, Claimed | None] = {}
         failed: list[StoreUnavailable] = []
         for shard, claim in zip(shards, claims, strict=True):
             if isinstance(claim, LeaseLost):
-                gids[shard] = None
+                claimed[shard] = None
             elif isinstance(claim, StoreUnavailable):
                 failed.append(claim)
-                gids[shard] = []
+                claimed[shard] = Claimed([], 0)
             elif isinstance(claim, BaseException):
                 raise claim
             else:
-                gids[shard] = claim
+                claimed[shard] = claim
         # One line when shards start failing and when they recover, a summary in between: not a line
         # per shard per tick for as long as a master is down.
         if failed:
             self._claim_faults.failed(failed[0], len(failed))
         else:
             self._claim_faults.succeeded()
-        return gids
+        return claimed
+
+    async def wake_counts(self, shards: Sequence[int]) -> list[int]:
+        if not shards:
+            return []
+        key = self.keys.wake()
+        async with mapped():
+            counts = await self.client.execute(key, "HMGET", key, *shards)
+        return [0 if c is None else int(c) for c in counts]
+
+    def _wake_if_soon(self, gid: str, due_ms: int, now_ms: int) -> None:
+        """The wake rule (`Store.wake_counts`): a write that left the transaction due sooner than
+        `wake_within_ms` tells the shard's owner, which otherwise looks only at the schedule it last saw."""
+        if due_ms - now_ms < self.wake_within_ms:
+            self._wake(self.keys.shard_of(gid))
+
+    def _wake(self, shard: int) -> None:
+        """Bump the shard's wake count after the write that called for it, without making the caller wait: the
+        write is done, and a wake lost (a failed master, a crash just now) only delays the claim until the
+        owner's next look, at most `wake_within_ms`."""
+        task = asyncio.get_running_loop().create_task(self._send_wake(shard))
+        self._waking.add(task)
+        task.add_done_callback(self._waking.discard)
+
+    async def _send_wake(self, shard: int) -> None:
+        key = self.keys.wake()
+        try:
+            await self.client.execute(key, "HINCRBY", key, shard, 1)
+        except (ReplyError, OSError) as exc:
+            self._wake_faults.failed(exc, 1)
+        else:
+            self._wake_faults.succeeded()
 
     async def acquire_lease(self, shard: int, lease: str, ttl_ms: int) -> bool:
         key = self.keys.lease(shard)
@@ -345,12 +399,14 @@ class RedisStore:
         g, _, due, _, _ = self.keys.of_trans(gid)
         att = self.keys.attention(self.keys.shard_of(gid))
         raise_for(await self._run("admin_resume", [g, due, att], [gid, now_ms]), gid)
+        self._wake(self.keys.shard_of(gid))  # due at once
 
     async def mark_branch(self, marking: BranchMarking) -> None:
         m = marking
         g, b, due, _, _ = self.keys.of_trans(m.gid)
         args: list[str | int] = [m.gid, m.index, m.branch_id, m.op, m.expected, m.status, m.mark, m.now_ms, m.holder]
         raise_for(await self._run("admin_mark", [g, b, due], args), m.gid)
+        self._wake(self.keys.shard_of(m.gid))  # due at once, unless paused
 
     async def attention(self, position: str, limit: int) -> AttentionPage:
         """Each shard's oldest entries after the cursor, merged: a page costs one ZRANGEBYSCORE per shard (sent
@@ -394,6 +450,8 @@ class RedisStore:
             await self.client.ready()
 
     async def close(self) -> None:
+        if self._waking:  # each is one command: let them go out before the connections close
+            await asyncio.wait(set(self._waking), timeout=1.0)
         await self.client.aclose()
 
 

@@ -1,7 +1,8 @@
 """`claim_due.lua`: the fenced cron claim of one shard. Pins KEYS lease, due, idx, exp; ARGV lease value,
-now_ms, limit, claimed_until_ms; replies {"OK", gid, ...} (score <= now, at most `limit`, by score, re-scored to
-claimed_until) | {"LEASE_LOST"} (nothing written, not even the listing clean-up); the retirement of listing
-entries whose data expired; and the `RedisStore.claim_due` mapping to `LeaseLost`."""
+now_ms, limit, claimed_until_ms; replies {"OK", next_ms, gid, ...} (score <= now, at most `limit`, by score,
+re-scored to claimed_until; next_ms the earliest score left in due or exp, "" if none) | {"LEASE_LOST"}
+(nothing written, not even the listing clean-up); the retirement of listing entries whose data expired; and
+the `RedisStore.claim_due` mapping to `Claimed` and `LeaseLost`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import pytest
 from redis.exceptions import ResponseError
 
 from fastdtm.errors import LeaseLost
+from fastdtm.models import PAUSED_MS
+from fastdtm.store.base import Claimed
 from fastdtm.store.redis import RedisStore
 from tests.lua.support import CLAIM_DUE, KEYS, T0, gids_in_shard, tagged, wait_gone, zset
 from tests.support.redis_client import Client
@@ -51,7 +54,7 @@ async def test_claims_only_what_is_due_by_score_and_pushes_it_to_claimed_until(c
 
     reply = await claim(client)
 
-    assert tagged(reply) == ["OK", d, a, c]
+    assert tagged(reply) == ["OK", str(NOW + 1), d, a, c]
     assert await zset(client, KEYS.due(SHARD)) == {d: UNTIL, a: UNTIL, c: UNTIL, b: NOW + 1}
 
 
@@ -62,7 +65,7 @@ async def test_claims_at_most_limit_earliest_first(client: Client) -> None:
 
     reply = await claim(client, limit=3)
 
-    assert tagged(reply) == ["OK", *gids[:3]]
+    assert tagged(reply) == ["OK", str(NOW - 97), *gids[:3]]
     # The ones left over keep their scores: the next claim takes them first.
     assert await zset(client, KEYS.due(SHARD)) == {
         gids[3]: NOW - 97,
@@ -76,14 +79,48 @@ async def test_a_second_claim_at_the_same_now_gets_nothing(client: Client) -> No
     await held(client)
     await due_in(client, dict.fromkeys(gids, NOW - 1))
 
-    assert tagged(await claim(client)) == ["OK", *sorted(gids)]
-    assert tagged(await claim(client)) == ["OK"]
+    assert tagged(await claim(client)) == ["OK", str(UNTIL), *sorted(gids)]
+    assert tagged(await claim(client)) == ["OK", str(UNTIL)]
 
 
-async def test_nothing_due_is_a_bare_ok(client: Client) -> None:
+async def test_an_empty_shard_is_ok_with_no_next_time(client: Client) -> None:
     await held(client)
 
-    assert tagged(await claim(client)) == ["OK"]
+    assert tagged(await claim(client)) == ["OK", ""]
+
+
+async def test_next_is_the_earliest_of_due_and_expiring(client: Client) -> None:
+    a, b = gids_in_shard(SHARD, 2)
+    await held(client)
+    await due_in(client, {a: NOW + 500})
+    await client.zadd(KEYS.expiring(SHARD), {b: NOW + 300})
+    assert tagged(await claim(client)) == ["OK", str(NOW + 300)]
+
+    await client.zadd(KEYS.expiring(SHARD), {b: NOW + 900})
+    assert tagged(await claim(client)) == ["OK", str(NOW + 500)]
+
+    # What is left due beyond the limit is due now: the cron looks again next tick.
+    await due_in(client, {b: NOW - 1, a: NOW - 2})
+    assert tagged(await claim(client, limit=1)) == ["OK", str(NOW - 1), a]
+
+
+async def test_more_expired_than_one_claim_retires_leaves_next_due_now(client: Client) -> None:
+    gids = [f"old-{i}" for i in range(300)]
+    await held(client)
+    await client.zadd(KEYS.expiring(SHARD), dict.fromkeys(gids, NOW - 1))
+
+    reply = tagged(await claim(client))
+
+    assert reply == ["OK", str(NOW - 1)]
+    assert await client.zcard(KEYS.expiring(SHARD)) == 300 - 256
+
+
+async def test_paused_transactions_count_at_their_far_score(client: Client) -> None:
+    (a,) = gids_in_shard(SHARD, 1)
+    await held(client)
+    await due_in(client, {a: PAUSED_MS})
+
+    assert tagged(await claim(client)) == ["OK", str(PAUSED_MS)]
 
 
 async def test_another_token_is_lease_lost_and_writes_nothing(client: Client) -> None:
@@ -127,7 +164,7 @@ async def test_drops_expired_gids_from_idx_and_exp_and_keeps_the_others(client: 
     await client.zadd(KEYS.index(SHARD), {gone: T0, boundary: T0 + 1, alive: T0 + 2, unfinished: T0 + 3})
     await client.zadd(KEYS.expiring(SHARD), {gone: NOW - 1, boundary: NOW, alive: NOW + 1})
 
-    assert tagged(await claim(client)) == ["OK"]
+    assert tagged(await claim(client)) == ["OK", str(NOW + 1)]
 
     _, idx, exp = await shard_sets(client)
     assert idx == {alive: T0 + 2, unfinished: T0 + 3}
@@ -149,15 +186,15 @@ async def test_a_large_limit_is_all_or_nothing(client: Client) -> None:
     if reply is None:
         assert await client.dump(KEYS.due(SHARD)) == before, "the script failed after re-scoring the claimed gids"
     else:
-        assert len(reply) == len(gids) + 1
+        assert len(reply) == len(gids) + 2
 
 
-async def test_store_returns_the_claimed_gids(store: RedisStore, client: Client) -> None:
+async def test_store_returns_the_claimed_gids_and_the_next_time(store: RedisStore, client: Client) -> None:
     a, b = gids_in_shard(SHARD, 2)
     await held(client)
     await due_in(client, {a: NOW - 2, b: NOW - 1})
 
-    assert await store.claim_due(SHARD, LEASE, NOW, 10, UNTIL) == [a, b]
+    assert await store.claim_due(SHARD, LEASE, NOW, 10, UNTIL) == Claimed([a, b], UNTIL)
 
 
 async def test_store_maps_lease_lost(store: RedisStore, client: Client) -> None:
@@ -171,4 +208,4 @@ async def test_claim_many_reloads_the_script_after_the_server_forgot_it(client: 
     # The pipelined claim (standalone) must survive a Redis restart's empty script cache too.
     assert await store.acquire_lease(0, "node-a t", 60_000)
     await client.script_flush()
-    assert await store.claim_due_many([0], "node-a t", 1_000, 10, 2_000) == {0: []}
+    assert await store.claim_due_many([0], "node-a t", 1_000, 10, 2_000) == {0: Claimed([], None)}

@@ -97,7 +97,7 @@ async def test_every_script_runs_on_every_master(redis_url: str, client: Client)
         assert loaded[2] == str(T0 - 1)
         await cluster.set(KEYS.lease(shard), lease)
         claimed = await CLAIM_DUE(cluster, shard_keys(shard)[0], [lease, T0, 10, T0 + 1])
-        assert tagged(claimed) == ["OK", gid]
+        assert tagged(claimed) == ["OK", str(T0 + 1), gid]
         assert await LEASE_RENEW(cluster, [KEYS.lease(shard)], [lease, 1_000]) == 1
         assert await LEASE_RELEASE(cluster, [KEYS.lease(shard)], [lease]) == 1
         assert (await TAKE(cluster, [g, b, due], [gid, T0 + 2, T0 + 9, "r1"]))[0] == "OK"

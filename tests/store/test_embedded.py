@@ -320,13 +320,13 @@ async def test_claims_delete_expired_rows_a_batch_at_a_time(tmp_path: Path) -> N
         await store.create(trans("alive", T0), saga_branches(T0, 1))
         assert await store.acquire_lease(0, LEASE, 60_000)
 
-        assert await store.claim_due(0, LEASE, T0 + 999, 10, T0 + 5_000) == []
+        assert (await store.claim_due(0, LEASE, T0 + 999, 10, T0 + 5_000)).gids == []
         assert await row_counts(store) == (RETIRE_BATCH + 11, 2 * (RETIRE_BATCH + 11))
 
         clock.now = T0 + 1_000  # the TTL ran out: the rows are absent before any claim deletes them
         assert await store.load("done-000") is None
         assert [t.gid for t in (await store.list_transactions(ListQuery())).transactions] == ["alive"]
-        assert await store.claim_due(0, LEASE, T0 + 1_000, 10, T0 + 5_000) == []
+        assert (await store.claim_due(0, LEASE, T0 + 1_000, 10, T0 + 5_000)).gids == []
         assert await row_counts(store) == (11, 22)
         await store.claim_due(0, LEASE, T0 + 1_000, 10, T0 + 5_000)
         assert await row_counts(store) == (1, 2)
@@ -356,7 +356,7 @@ async def test_leases_expire_on_the_stores_clock(tmp_path: Path) -> None:
         assert await store.acquire_lease(0, LEASE, 1_000)
         clock.now = T0 + 999
         assert await store.lease_holder(0) == LEASE
-        assert await store.claim_due(0, LEASE, T0, 10, T0 + 1) == []
+        assert (await store.claim_due(0, LEASE, T0, 10, T0 + 1)).gids == []
 
         clock.now = T0 + 1_000
         assert await store.lease_holder(0) is None

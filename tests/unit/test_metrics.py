@@ -31,6 +31,7 @@ FASTDTM_FAMILIES = {
     "fastdtm_shard_leases_held": ("gauge", set()),
     "fastdtm_due_claimed_total": ("counter", set()),
     "fastdtm_claim_duration_seconds": ("histogram", set()),
+    "fastdtm_shard_looks_total": ("counter", set()),
     "fastdtm_rounds_in_flight": ("gauge", set()),
     "fastdtm_store_calls_total": ("counter", {"script"}),
     "fastdtm_branch_call_duration_seconds": ("histogram", {"protocol"}),
@@ -167,6 +168,7 @@ def test_age_from_a_skewed_clock_counts_as_zero() -> None:
 def test_fastdtm_own_metrics() -> None:
     metrics = busy_metrics()
     metrics.claimed(2, 0.5)
+    metrics.shards_looked_at(7)
     metrics.leases_held(3)
     metrics.store_call("transition")
     assert value(metrics, "fastdtm_shard_leases_held") == 3
@@ -174,6 +176,7 @@ def test_fastdtm_own_metrics() -> None:
     assert value(metrics, "fastdtm_due_claimed_total") == 5
     assert value(metrics, "fastdtm_claim_duration_seconds_count") == 2
     assert value(metrics, "fastdtm_claim_duration_seconds_bucket", le="0.0025") == 1
+    assert value(metrics, "fastdtm_shard_looks_total") == 7
     assert value(metrics, "fastdtm_store_calls_total", script="transition") == 2
 
 

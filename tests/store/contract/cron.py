@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from fastdtm.errors import LeaseLost
-from fastdtm.store.base import Store
+from fastdtm.store.base import Claimed, Store
 from tests.store.contract.support import (
     LEASE,
     THEIRS,
@@ -36,11 +36,11 @@ async def claim_takes_what_is_due_by_schedule(subject: Subject) -> None:
         await scheduled(store, {a: now - 10, b: now + 1, c: now, d: now - 500}, now)
         assert await store.acquire_lease(0, LEASE, 60_000)
 
-        assert await store.claim_due(0, LEASE, now, 100, until) == [d, a, c]
+        assert (await store.claim_due(0, LEASE, now, 100, until)).gids == [d, a, c]
 
         assert [await schedule_of(store, gid) for gid in (a, b, c, d)] == [until, now + 1, until, until]
         # Pushed to `until`: a second claim at the same now gets nothing.
-        assert await store.claim_due(0, LEASE, now, 100, until) == []
+        assert (await store.claim_due(0, LEASE, now, 100, until)).gids == []
 
 
 async def claim_takes_at_most_limit_earliest_first(subject: Subject) -> None:
@@ -50,11 +50,11 @@ async def claim_takes_at_most_limit_earliest_first(subject: Subject) -> None:
         await scheduled(store, {gid: now - 100 + i for i, gid in enumerate(gids)}, now)
         assert await store.acquire_lease(0, LEASE, 60_000)
 
-        assert await store.claim_due(0, LEASE, now, 3, now + 1) == gids[:3]
+        assert (await store.claim_due(0, LEASE, now, 3, now + 1)).gids == gids[:3]
 
         # The ones left over keep their schedule: the next claim takes them first.
         assert [await schedule_of(store, gid) for gid in gids[3:]] == [now - 97, now - 96]
-        assert await store.claim_due(0, LEASE, now, 3, now + 1) == gids[3:]
+        assert (await store.claim_due(0, LEASE, now, 3, now + 1)).gids == gids[3:]
 
 
 async def claim_without_the_lease_is_lease_lost_and_writes_nothing(subject: Subject) -> None:
@@ -195,17 +195,42 @@ async def claim_many_claims_every_held_shard_in_one_go(subject: Subject) -> None
 
         claims = await store.claim_due_many(shards, LEASE, now, 100, now + 1_000)
 
-        assert claims == {shard: [gids[0]] for shard, gids in due.items()}
-        assert await store.claim_due_many(shards, LEASE, now, 100, now + 1_000) == {s: [] for s in shards}
+        assert gids_of(claims) == {shard: [gids[0]] for shard, gids in due.items()}
+        assert gids_of(await store.claim_due_many(shards, LEASE, now, 100, now + 1_000)) == {s: [] for s in shards}
         assert await store.release_lease(shards[-1], LEASE)
         lost = await store.claim_due_many(shards, LEASE, now + 2_000, 100, now + 3_000)
         assert lost[shards[-1]] is None
         if len(shards) > 1:
-            assert lost[shards[0]] == [due[shards[0]][0]]
+            assert gids_of(lost)[shards[0]] == [due[shards[0]][0]]
+
+
+def gids_of(claims: dict[int, Claimed | None]) -> dict[int, list[str] | None]:
+    return {shard: None if claim is None else claim.gids for shard, claim in claims.items()}
+
+
+async def claim_tells_no_later_than_the_next_schedule(subject: Subject) -> None:
+    """`next_ms` is when the cron must look at the shard again: never after anything left in it is due (a store
+    may say sooner: the embedded one says "now"), and after a claim the claimed ones count at `until`."""
+    now = wall_ms()
+    a, b = gids_in_shard(subject, 0, 2)
+    async with subject.open() as store:
+        assert await store.acquire_lease(0, LEASE, 60_000)
+        empty = await store.claim_due(0, LEASE, now, 100, now + 1_000)
+        assert empty.gids == [] and (empty.next_ms is None or empty.next_ms <= now)
+
+        await scheduled(store, {a: now - 5, b: now + 30_000}, now)
+        claimed = await store.claim_due(0, LEASE, now, 100, now + 20_000)
+        assert claimed.gids == [a]
+        assert claimed.next_ms is not None and claimed.next_ms <= now + 20_000
+
+        later = await store.claim_due(0, LEASE, now + 25_000, 100, now + 40_000)
+        assert later.gids == [a]
+        assert later.next_ms is not None and later.next_ms <= now + 30_000
 
 
 CHECKS = (
     claim_many_claims_every_held_shard_in_one_go,
+    claim_tells_no_later_than_the_next_schedule,
     claim_takes_what_is_due_by_schedule,
     claim_takes_at_most_limit_earliest_first,
     claim_without_the_lease_is_lease_lost_and_writes_nothing,

@@ -162,7 +162,7 @@ async def take_of_a_finished_or_absent_one_is_none_and_unschedules_it(subject: S
         assert await snapshot(store, "g1") == before
         shard = subject.shard_of("absent")
         assert await store.acquire_lease(shard, LEASE, 60_000)
-        assert "absent" not in await store.claim_due(shard, LEASE, now + 10_000, 100, now + 20_000)
+        assert "absent" not in (await store.claim_due(shard, LEASE, now + 10_000, 100, now + 20_000)).gids
 
 
 async def touch_never_moves_the_schedule_before_a_hold_ends(subject: Subject) -> None:

@@ -191,7 +191,7 @@ async def finishing_drops_the_schedule(subject: Subject) -> None:
         assert loaded is not None
         assert (loaded[0].status, loaded[0].finish_ms, loaded[0].next_cron_ms) == ("succeed", now + 1, 0)
         # Finished: never due again, and touch has nothing to move.
-        assert await store.claim_due(shard, LEASE, now + 10**9, 100, now + 2 * 10**9) == []
+        assert (await store.claim_due(shard, LEASE, now + 10**9, 100, now + 2 * 10**9)).gids == []
         assert await store.touch("g1", now + 5, now + 5) is TransStatus.SUCCEED
         assert await store.load("g1") == loaded
 
@@ -235,7 +235,7 @@ async def forget_unschedules(subject: Subject) -> None:
         await store.forget("absent")  # nothing to forget is not an error
 
         assert await schedule_of(store, "g1") == 0
-        assert await store.claim_due(shard, LEASE, now, 100, now + 1_000) == []
+        assert (await store.claim_due(shard, LEASE, now, 100, now + 1_000)).gids == []
         # Not scheduled any more, so touch has nothing to move, as for a finished transaction.
         assert await store.touch("g1", now + 5, now) is TransStatus.SUBMITTED
         assert await schedule_of(store, "g1") == 0
@@ -261,7 +261,7 @@ async def finished_data_expires_and_the_gid_can_come_back(subject: Subject) -> N
         # The cron's claim retires what expired, and must not take the new transaction for the old one.
         shard = subject.shard_of("g1")
         assert await store.acquire_lease(shard, LEASE, 60_000)
-        assert await store.claim_due(shard, LEASE, wall_ms(), 100, wall_ms() + 1_000) == []
+        assert (await store.claim_due(shard, LEASE, wall_ms(), 100, wall_ms() + 1_000)).gids == []
 
         assert await store.load("g1") == (again, [as_loaded(b) for b in saga_branches(again.create_ms, 1)])
         assert await listed(store) == ["g1"]
