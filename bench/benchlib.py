@@ -33,6 +33,8 @@ import aiohttp
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
+#: Go DTM v1.19.0 as scripts/install-go-dtm.sh builds it (into a folder git ignores; never committed).
+GO_DTM_BIN = REPO_ROOT / ".tools" / "go-dtm" / "bin" / "dtm"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Our own commands that land in commandstats after CONFIG RESETSTAT (INFO does not count itself).
 OWN_COMMANDS = {"config|resetstat": 1}
@@ -474,3 +476,29 @@ def display_command() -> str:
 def terminate(signum: int, frame: FrameType | None) -> None:
     """SIGTERM handler."""
     raise SystemExit(128 + signum)  # so the finally blocks stop what we started
+
+
+def write_go_dtm_config(
+    path: Path,
+    *,
+    redis_port: int,
+    http_port: int,
+    grpc_port: int,
+    jsonrpc_port: int | None = None,
+    log_level: str = "warn",
+) -> Path:
+    """Go DTM's YAML config for a benchmark: its Redis store on loopback, its ports and log level; DTM's
+    defaults for the rest. Without `jsonrpc_port` it listens on its default one."""
+    lines = [
+        f"# Written by bench/{Path(sys.argv[0]).name}: Redis store, ports and log level; DTM's defaults for the rest.",
+        "Store:",
+        "  Driver: redis",
+        f"  Host: {LOOPBACK}",
+        f"  Port: {redis_port}",
+        f"HttpPort: {http_port}",
+        f"GrpcPort: {grpc_port}",
+        *([f"JsonRpcPort: {jsonrpc_port}"] if jsonrpc_port is not None else []),
+        f"LogLevel: {log_level}",
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -41,8 +41,8 @@ from typing import Any
 
 import httpx
 from benchlib import (
+    GO_DTM_BIN,
     LOOPBACK,
-    REPO_ROOT,
     Managed,
     RedisAdmin,
     free_port,
@@ -50,6 +50,7 @@ from benchlib import (
     spawn,
     start_redis,
     tree_cpu_seconds,
+    write_go_dtm_config,
 )
 
 from fastdtm.models import Branch, Options, Transaction
@@ -58,7 +59,6 @@ from fastdtm.states import TransStatus, TransType
 from fastdtm.store.redis import SCRIPTS, RedisStore, Script
 from fastdtm.store.redis_client import connect
 
-GO_DTM_BIN = REPO_ROOT / ".tools" / "go-dtm" / "bin" / "dtm"
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 LOAD_BATCH = 2_000
@@ -253,10 +253,8 @@ async def bytes_per_saga(server: str, count: int, stack: ExitStack, log_dir: Pat
     _, port = start_redis(stack, redis_server, None, log_dir)
     http_port = free_port()
     if server == "go":
-        conf = log_dir / "dtm.yml"
-        conf.write_text(
-            f"Store:\n  Driver: redis\n  Host: {LOOPBACK}\n  Port: {port}\nHttpPort: {http_port}\n"
-            f"GrpcPort: {free_port()}\nJsonRpcPort: {free_port()}\nLogLevel: warn\n"
+        conf = write_go_dtm_config(
+            log_dir / "dtm.yml", redis_port=port, http_port=http_port, grpc_port=free_port(), jsonrpc_port=free_port()
         )
         node = spawn("godtm", [str(GO_DTM_BIN), "-c", str(conf)], None, log_dir)
     else:

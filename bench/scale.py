@@ -45,6 +45,7 @@ from typing import Any
 import aiohttp
 import redis
 from benchlib import (
+    GO_DTM_BIN,
     LOOPBACK,
     OWN_COMMANDS,
     REPO_ROOT,
@@ -71,7 +72,6 @@ from benchlib import (
 )
 from side_by_side import (
     EVAL_COMMANDS,
-    GO_DTM_BIN,
     LOADGEN_BIN,
     REQUESTS_PER_TX,
     RESULTS_DIR,

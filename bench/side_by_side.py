@@ -11,13 +11,16 @@ It owns the whole set-up: installs what is missing (redis-server and nginx from 
 ``go install``, the Go load generator with ``go build``), starts a private redis-server, nginx (the HTTP
 branch server) and the load generator's gRPC branch server on free loopback ports, starts and stops each
 coordinator by pid, and pins with taskset: the coordinator under test alone on cpu 1, everything else on
-cpu 0.
+cpu 0. With ``--workers N`` fastdtm runs N uvicorn worker processes and Go DTM GOMAXPROCS=N, the
+coordinator alone on N cpus (1-N) and the rest still on cpu 0; a machine without N + 1 cpus is refused
+unless ``--no-pin`` is given, and then everything shares every cpu.
 
 Run (from the repository root):
     make bench
     .venv/bin/python bench/side_by_side.py --duration 15 --concurrency 16,64
     .venv/bin/python bench/side_by_side.py --duration 3 --concurrency 16 --workloads saga-empty,tcc
     .venv/bin/python bench/side_by_side.py --duration 10 --concurrency 16,64 --workloads saga-http,saga-grpc
+    .venv/bin/python bench/side_by_side.py --workers 2 --duration 10 --concurrency 64   # 3+ cpus, or --no-pin
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ from typing import Any
 
 import aiohttp
 from benchlib import (
+    GO_DTM_BIN,
     LOOPBACK,
     OWN_COMMANDS,
     REPO_ROOT,
@@ -71,6 +75,7 @@ from benchlib import (
     tree_cpu_seconds,
     wait_ready,
     wait_tcp,
+    write_go_dtm_config,
     write_results,
 )
 
@@ -78,7 +83,6 @@ WORKLOADS = ("saga-empty", "saga-http", "msg", "tcc", "saga-grpc")
 GRPC_WORKLOADS = ("saga-grpc",)  # on the coordinator's gRPC port, branches on the gRPC branch server
 SERVERS = {"godtm": "Go DTM", "fastdtm": "fastdtm"}  # key -> display name; the ratio is fastdtm / Go DTM
 GO_DTM_MODULE = "github.com/dtm-labs/dtm"
-GO_DTM_BIN = REPO_ROOT / ".tools" / "go-dtm" / "bin" / "dtm"
 LOADGEN_SRC = REPO_ROOT / "bench" / "loadgen"
 LOADGEN_BIN = REPO_ROOT / ".tools" / "loadgen" / "loadgen"
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -128,6 +132,43 @@ class Pinning:
     support: str | None  # cpus of redis-server, the branch servers, the load generator and this harness
     note: str
 
+    def cpusets(self) -> dict[str, set[int]]:
+        """The coordinator's and the support cpus; unpinned, each is every cpu of the machine."""
+        everything = set(range(os.cpu_count() or 1))
+        return {
+            "coordinator": {int(c) for c in cpu_list(self.coordinator)} if self.coordinator else everything,
+            "support": {int(c) for c in cpu_list(self.support)} if self.support else everything,
+        }
+
+
+def check_cores(args: argparse.Namespace) -> str:
+    """Refuses --workers N when the coordinator's cpus are not N, or when this machine has no N + 1 cpus
+    (N for the coordinator alone, one at least for the support processes) and --no-pin is not given.
+    Returns what the run will be, in one sentence, for the printed note and the JSON."""
+    workers, usable = args.workers, len(os.sched_getaffinity(0))
+    same = f"fastdtm --workers {workers}, Go DTM GOMAXPROCS={workers}"
+    if args.no_pin:
+        if workers + 1 > usable:
+            return (
+                f"{same}, unpinned (--no-pin) on the {usable} cpus this process may use: the largest N here "
+                f"leaves redis-server, nginx, the gRPC branch server and the load generator no cpu of their own; "
+                f"they share all {usable} with the coordinator"
+            )
+        return f"{same}, unpinned (--no-pin) on the {usable} cpus this process may use"
+    coordinator = set(cpu_list(args.coordinator_cpus))
+    if len(coordinator) != workers:
+        raise RuntimeError(
+            f"--coordinator-cpus {args.coordinator_cpus} is {len(coordinator)} cpu(s), --workers {workers} needs "
+            f"{workers}: one per fastdtm worker, and as many for Go DTM's GOMAXPROCS"
+        )
+    if workers + 1 > usable:
+        raise RuntimeError(
+            f"--workers {workers} needs {workers} cpus for the coordinator alone and at least one more for "
+            f"redis-server, nginx and the load generator, {workers + 1} in all; this machine offers {usable}. "
+            f"Give --no-pin to run unpinned, everything sharing the {usable} cpus, or a smaller --workers"
+        )
+    return same  # where it runs is the pinning note
+
 
 def choose_pinning(args: argparse.Namespace) -> Pinning:
     if args.no_pin:
@@ -142,7 +183,8 @@ def choose_pinning(args: argparse.Namespace) -> Pinning:
         raise RuntimeError("--coordinator-cpus and --support-cpus overlap: the coordinator must have its cpus alone")
     os.sched_setaffinity(0, {int(c) for c in support})  # this harness stays off the coordinator's core
     note = (
-        f"pinned: coordinator under test alone on cpu {args.coordinator_cpus}; redis-server, nginx, "
+        f"pinned: coordinator under test alone on cpu{'s' * (len(coordinator) > 1)} {args.coordinator_cpus}; "
+        "redis-server, nginx, "
         f"the gRPC branch server, the load generator and this harness on cpu {args.support_cpus}"
     )
     return Pinning(args.coordinator_cpus, args.support_cpus, note)
@@ -197,36 +239,21 @@ class Coordinator:
         return SERVERS[self.key]
 
 
-GO_DTM_CONF = """# Written by bench/side_by_side.py: Redis store, ports and log level; DTM's defaults for the rest.
-Store:
-  Driver: redis
-  Host: {host}
-  Port: {redis_port}
-HttpPort: {http_port}
-GrpcPort: {grpc_port}
-LogLevel: {log_level}
-"""
-
-
 def start_godtm(args: argparse.Namespace, pin: Pinning, log_dir: Path, redis_port: int) -> Coordinator:
     port, grpc_port = free_port(), free_port()
-    conf = log_dir / "godtm.yml"
-    conf.write_text(
-        GO_DTM_CONF.format(
-            host=LOOPBACK,
-            redis_port=redis_port,
-            http_port=port,
-            grpc_port=grpc_port,  # Go DTM always listens on it (default 36790); saga-grpc calls it
-            log_level=LOG_LEVELS[args.log_level][0],
-        )
+    conf = write_go_dtm_config(
+        log_dir / "godtm.yml",
+        redis_port=redis_port,
+        http_port=port,
+        grpc_port=grpc_port,  # Go DTM always listens on it (default 36790); saga-grpc calls it
+        log_level=LOG_LEVELS[args.log_level][0],
     )
-    env = dict(os.environ)
-    if pin.coordinator:
-        # The Go runtime already sizes GOMAXPROCS from the affinity mask; Go DTM then calls automaxprocs,
-        # which would raise it to a cgroup CPU quota if there were one. An explicit value wins over both.
-        env["GOMAXPROCS"] = str(len(cpu_list(pin.coordinator)))
+    # --workers N: GOMAXPROCS=N, pinned (its cpus are then N, check_cores) or not. Pinned, the Go runtime
+    # already sizes GOMAXPROCS from the affinity mask; Go DTM then calls automaxprocs, which would raise it
+    # to a cgroup CPU quota if there were one. An explicit value wins over both.
+    env = {**os.environ, "GOMAXPROCS": str(args.workers)}
     proc = spawn("godtm", [str(GO_DTM_BIN), "-c", str(conf)], pin.coordinator, log_dir, env=env, cwd=log_dir)
-    print(f"Go DTM: {GO_DTM_BIN} -c {conf} (GOMAXPROCS={env.get('GOMAXPROCS', 'default')})", flush=True)
+    print(f"Go DTM: {GO_DTM_BIN} -c {conf} (GOMAXPROCS={env['GOMAXPROCS']})", flush=True)
     return Coordinator("godtm", proc, f"http://{LOOPBACK}:{port}", "/api/ping", grpc_port)
 
 
@@ -234,9 +261,10 @@ def start_fastdtm(args: argparse.Namespace, pin: Pinning, log_dir: Path, redis_p
     port, grpc_port = free_port(), free_port()
     exe = Path(sys.executable).with_name("fastdtm")  # the venv's console script
     argv = [str(exe), "serve", "--store", f"redis://{LOOPBACK}:{redis_port}/0", "--host", LOOPBACK]
-    # --workers 1 explicitly: one uvicorn worker, whatever FASTDTM_WORKERS says. Like Go DTM it always
-    # serves gRPC too, on a free port rather than the default 36790.
-    argv += ["--port", str(port), "--grpc-port", str(grpc_port), "--workers", "1"]
+    # --workers explicitly (1 by default), whatever FASTDTM_WORKERS says: N uvicorn worker processes on
+    # one port, each a node of its own, children of the pid the CPU figures start from. Like Go DTM it
+    # always serves gRPC too, on a free port rather than the default 36790 (the workers share it too).
+    argv += ["--port", str(port), "--grpc-port", str(grpc_port), "--workers", str(args.workers)]
     argv += ["--log-level", LOG_LEVELS[args.log_level][1]]
     proc = spawn("fastdtm", argv, pin.coordinator, log_dir)
     print("fastdtm:", " ".join(argv), flush=True)
@@ -288,8 +316,9 @@ class Level:
     failed_calls: int
     cpu_window_s: float
     # Whole-cpu busy share of the coordinator's and the support cpus, whoever ran there: the gap to
-    # busy_pct() is other processes on the machine (noise), not the benchmark.
+    # share_pct() is other processes on the machine (noise), not the benchmark.
     cores_busy: dict[str, float]
+    cpus: dict[str, int]  # how many cpus "coordinator" and "support" are (unpinned: every cpu, both)
 
     @property
     def count(self) -> int:
@@ -310,6 +339,11 @@ class Level:
         the limit; the support roles (redis, the branch servers, loadgen) near 100 would mean they are."""
         return 100 * sum(self.cpu[r] for r in roles) / self.cpu_window_s if self.cpu_window_s > 0 else float("nan")
 
+    def share_pct(self, cpuset: str, *roles: str) -> float:
+        """Share of the cpuset ("coordinator" or "support") these roles used, comparable with cores_busy:
+        busy_pct() over its cpus (the same figure with one cpu)."""
+        return self.busy_pct(*roles) / self.cpus[cpuset]
+
     @property
     def redis_calls_per_tx(self) -> float:
         return self.per_tx(sum(self.calls.values()))
@@ -328,6 +362,7 @@ class Level:
             "coordinator_core_pct": json_number(self.busy_pct("coordinator"), 1),
             "support_core_pct": json_number(self.busy_pct(*SUPPORT_ROLES), 1),
             "cpus_busy_pct": {name: json_number(v, 1) for name, v in self.cores_busy.items()},
+            "cpus": self.cpus,
             "redis_calls_per_tx": json_number(self.redis_calls_per_tx, 3),
             "eval_per_tx": json_number(self.eval_per_tx, 3),
             "redis_failed_calls": self.failed_calls,
@@ -377,12 +412,8 @@ class Mark:
 
     @classmethod
     def take(cls, roles: dict[str, int], pin: Pinning) -> Mark:
-        everything = set(range(os.cpu_count() or 1))
-        cpusets = {
-            "coordinator": {int(c) for c in cpu_list(pin.coordinator)} if pin.coordinator else everything,
-            "support": {int(c) for c in cpu_list(pin.support)} if pin.support else everything,
-        }
-        return cls(time.perf_counter(), cpu_snapshot(roles), {k: cores_busy_ticks(v) for k, v in cpusets.items()})
+        cores = {k: cores_busy_ticks(v) for k, v in pin.cpusets().items()}
+        return cls(time.perf_counter(), cpu_snapshot(roles), cores)
 
     def busy_pct_since(self, start: Mark) -> dict[str, float]:
         out = {}
@@ -446,6 +477,7 @@ async def _collect(
         failed_calls=failed_calls(info),
         cpu_window_s=end.at - start.at,
         cores_busy=end.busy_pct_since(start),
+        cpus={name: len(cpus) for name, cpus in ctx.pin.cpusets().items()},
     )
 
 
@@ -479,6 +511,7 @@ async def run_server(ctx: Context, key: str, redis_port: int) -> tuple[list[Leve
         if any(w in GRPC_WORKLOADS for w in args.workloads):
             await wait_tcp(coord.proc, coord.grpc_port, args.ready_timeout)
         meta: dict[str, Any] = {"version": await server_version(coord), "log": str(coord.proc.log_path)}
+        meta["workers" if key == "fastdtm" else "gomaxprocs"] = args.workers
         print(f"{coord.name}: {meta['version']}, ready at {coord.url}", flush=True)
         for workload in args.workloads:
             await verify(ctx, coord, workload)
@@ -496,10 +529,11 @@ async def run_server(ctx: Context, key: str, redis_port: int) -> tuple[list[Leve
     return levels, meta
 
 
-async def run(args: argparse.Namespace, pin: Pinning) -> tuple[list[Level], dict[str, Any]]:
+async def run(args: argparse.Namespace, pin: Pinning, cores: str) -> tuple[list[Level], dict[str, Any]]:
     log_dir = Path(tempfile.mkdtemp(prefix="fastdtm-sbs-"))
     levels: list[Level] = []
-    meta: dict[str, Any] = {"pinning": pin.note, "logs": str(log_dir), "servers": {}}
+    meta: dict[str, Any] = {"pinning": pin.note, "workers": args.workers, "cores": cores}
+    meta |= {"logs": str(log_dir), "servers": {}}
     with ExitStack() as stack:
         redis, redis_port = start_redis(stack, args.redis_server, pin.support, log_dir)
         nginx, nginx_port = start_nginx(stack, pin, log_dir)
@@ -513,7 +547,7 @@ async def run(args: argparse.Namespace, pin: Pinning) -> tuple[list[Level], dict
             grpc_branch_addr = f"{LOOPBACK}:{grpc_branch_port}"
             ctx = Context(args, pin, log_dir, redis, nginx, branch_base, grpc_branch, grpc_branch_addr, admin)
             meta["machine"] = machine(await redis_version(redis_port))
-            print(f"{meta['machine']}\n{pin.note}\nlogs: {log_dir}\n", flush=True)
+            print(f"{meta['machine']}\n{pin.note}\n{cores}\nlogs: {log_dir}\n", flush=True)
             for key in args.servers:
                 server_levels, meta["servers"][key] = await run_server(ctx, key, redis_port)
                 levels += server_levels
@@ -542,8 +576,9 @@ def level_line(r: Level) -> str:
         f"CPU s/1k tx: coordinator {fmt(r.cpu_per_1k('coordinator'), 3)} redis {fmt(r.cpu_per_1k('redis'), 3)} "
         f"nginx {fmt(r.cpu_per_1k('nginx'), 3)} grpc-branch {fmt(r.cpu_per_1k('grpc_branch'), 3)} "
         f"loadgen {fmt(r.cpu_per_1k('loadgen'), 3)}  "
-        f"busy: coordinator cpus {r.cores_busy['coordinator']:.0f}% (coordinator {r.busy_pct('coordinator'):.0f}%), "
-        f"support cpus {r.cores_busy['support']:.0f}% (redis+branches+loadgen {r.busy_pct(*SUPPORT_ROLES):.0f}%)  "
+        f"busy: coordinator cpus {r.cores_busy['coordinator']:.0f}% "
+        f"(coordinator {r.share_pct('coordinator', 'coordinator'):.0f}%), support cpus {r.cores_busy['support']:.0f}% "
+        f"(redis+branches+loadgen {r.share_pct('support', *SUPPORT_ROLES):.0f}%)  "
         f"Redis calls/tx {fmt(r.redis_calls_per_tx)} EVAL*/tx {fmt(r.eval_per_tx)}"
     )
     reasons = [f"\n    error x{e['count']}: {e['reason']}" for e in rep.get("error_reasons") or []]
@@ -587,7 +622,7 @@ def table_rows(levels: Sequence[Level], workloads: Sequence[str]) -> Iterator[st
                     fmt(r.cpu_per_1k("redis"), 3),
                     fmt(r.redis_calls_per_tx, 1),
                     fmt(r.eval_per_tx, 2),
-                    f"{r.cores_busy['coordinator']:.0f} ({r.busy_pct('coordinator'):.0f})",
+                    f"{r.cores_busy['coordinator']:.0f} ({r.share_pct('coordinator', 'coordinator'):.0f})",
                 ]
                 yield "| " + " | ".join(cells) + " |"
 
@@ -635,16 +670,18 @@ def report(levels: Sequence[Level], meta: dict[str, Any], args: argparse.Namespa
     print(f"\ncommand: {display_command()}")
     for key, info in meta["servers"].items():
         print(f"{SERVERS[key]}: {info['version']}; idle {info.get('idle', 'not measured')}")
-    print(f"{meta['pinning']}; log level {args.log_level} on both servers\n")
+    print(f"{meta['pinning']}; {meta['cores']}; log level {args.log_level} on both servers\n")
     print(markdown(levels, args.workloads))
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     path = args.results_dir / f"side_by_side-{stamp}.json"
     settings = {k: v for k, v in vars(args).items() if k not in ("results_dir", "chart")}
     write_results(path, settings, meta, [r.to_json() for r in levels])
     print(f"\nresults: {path}")
+    where = f"alone on cpu {args.coordinator_cpus}" if meta["pinning"].startswith("pinned") else "unpinned"
+    cores = "" if args.workers == 1 else f", {args.workers} workers / GOMAXPROCS={args.workers}"
     title = (
         f"fastdtm vs Go DTM, tx/s ({datetime.now():%Y-%m-%d}, {args.duration:g} s per level; "
-        f"coordinator alone on cpu {args.coordinator_cpus})"
+        f"coordinator {where}{cores})"
     )
     try:
         draw_chart(args.chart, levels, args.workloads, title)
@@ -672,7 +709,15 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--servers", type=comma_choices(tuple(SERVERS)), default=list(SERVERS), help="godtm,fastdtm (default: both)"
     )
     p.add_argument("--log-level", choices=tuple(LOG_LEVELS), default="warn", help="both servers' (default warn)")
-    p.add_argument("--coordinator-cpus", default="1", help="cpus of the coordinator under test, alone (default 1)")
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="fastdtm's --workers and Go DTM's GOMAXPROCS; pinned, the coordinator gets as many cpus (default 1)",
+    )
+    p.add_argument(
+        "--coordinator-cpus", help="cpus of the coordinator under test, alone (default 1, 1-N with --workers N)"
+    )
     p.add_argument(
         "--support-cpus", default="0", help="cpus of redis, the branch servers, the load generator (default 0)"
     )
@@ -685,7 +730,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--redis-server", default="redis-server", help="redis-server binary")
     p.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="where the JSON goes (bench/results)")
     p.add_argument("--chart", type=Path, default=CHART, help="PNG path (default bench/side_by_side.png)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.coordinator_cpus is None:
+        args.coordinator_cpus = "1" if args.workers == 1 else f"1-{args.workers}"
+    return args
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text}: must be 1 or more")
+    return value
 
 
 def time_bound(args: argparse.Namespace) -> float:
@@ -702,14 +757,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, terminate)
 
-    async def bounded(pin: Pinning) -> tuple[list[Level], dict[str, Any]]:
+    async def bounded(pin: Pinning, cores: str) -> tuple[list[Level], dict[str, Any]]:
         async with asyncio.timeout(time_bound(args)):
-            return await run(args, pin)
+            return await run(args, pin, cores)
 
     try:
+        cores = check_cores(args)  # before set-up: a refusal costs nothing
         setup(args)
         pin = choose_pinning(args)
-        levels, meta = asyncio.run(bounded(pin))
+        levels, meta = asyncio.run(bounded(pin, cores))
     except (RuntimeError, TimeoutError, OSError) as exc:
         print(f"side-by-side benchmark failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
