@@ -1,6 +1,6 @@
 -- register_branch: append branch records to a prepared transaction, refusing a (branch_id, op) seen before.
 -- Each record's (branch_id, op) is remembered as a field "u:<branch_id>:<op>" of the transaction
--- hash, so the duplicate check is one HEXISTS instead of a scan of the list.
+-- hash, so the duplicate check is a field of the script's one HMGET instead of a scan of the list.
 -- KEYS[1] -> <prefix>:{t}:g:<gid>
 -- KEYS[2] -> <prefix>:{t}:b:<gid>
 -- ARGV[1] -> now_ms (update_time)
@@ -17,11 +17,35 @@ local trans_type = ARGV[2]
 local max_records = tonumber(ARGV[3])
 local protocol = ARGV[4]
 
-local status = redis.call('HGET', KEYS[1], 'status')
+-- Lua's unpack() is bounded by the C stack (about 8000 values): a long list (a call registering hundreds of
+-- records) goes to Redis in chunks of 1000 (even, so that field/value pairs stay whole), their replies joined.
+local function call_in_chunks(command, key, list)
+  local step = 1000
+  if #list <= step then
+    return redis.call(command, key, unpack(list))
+  end
+  local replies = {}
+  for i = 1, #list, step do
+    local reply = redis.call(command, key, unpack(list, i, math.min(i + step - 1, #list)))
+    if type(reply) == 'table' then
+      for _, value in ipairs(reply) do
+        replies[#replies + 1] = value
+      end
+    end
+  end
+  return replies
+end
+
+-- Every check reads one HMGET: the status, type and protocol, then each record's unique field.
+local names = {'status', 'trans_type', 'protocol'}
+for i = 6, #ARGV, 3 do
+  names[#names + 1] = ARGV[i]
+end
+local stored = call_in_chunks('HMGET', KEYS[1], names)
+local status, stored_type = stored[1], stored[2]
 if not status then
   return {'NOT_FOUND'}
 end
-local stored_type = redis.call('HGET', KEYS[1], 'trans_type')
 if stored_type ~= trans_type then
   return {'WRONG_TYPE', stored_type}
 end
@@ -29,7 +53,7 @@ if status ~= 'prepared' then
   return {'NOT_PREPARED', status}
 end
 -- A hash without the field was stored with the default protocol (empty values are left out).
-local stored_protocol = redis.call('HGET', KEYS[1], 'protocol') or 'http'
+local stored_protocol = stored[3] or 'http'
 if stored_protocol ~= protocol then
   return {'WRONG_PROTOCOL', stored_protocol}
 end
@@ -39,21 +63,30 @@ if index + (#ARGV - 4) / 3 > max_records then
 end
 -- Checked against the hash and against the records earlier in this same call.
 local seen = {}
-for i = 6, #ARGV, 3 do
-  if seen[ARGV[i]] or redis.call('HEXISTS', KEYS[1], ARGV[i]) == 1 then
-    return {'DUPLICATE', ARGV[i]}
+for k = 4, #names do
+  if seen[names[k]] or stored[k] then
+    return {'DUPLICATE', names[k]}
   end
-  seen[ARGV[i]] = true
+  seen[names[k]] = true
 end
 
+-- All records in one RPUSH, all fields in one HSET.
+local records, fields = {}, {}
 for i = 5, #ARGV, 3 do
-  redis.call('RPUSH', KEYS[2], ARGV[i])
-  redis.call('HSET', KEYS[1], ARGV[i + 1], '1')
+  records[#records + 1] = ARGV[i]
+  fields[#fields + 1] = ARGV[i + 1]
+  fields[#fields + 1] = '1'
   if ARGV[i + 2] ~= 'prepared' then
     -- No finish time, as DTM: the client reports a result, the coordinator did not finish anything.
-    redis.call('HSET', KEYS[1], 's' .. index, ARGV[i + 2] .. ' 0')
+    fields[#fields + 1] = 's' .. index
+    fields[#fields + 1] = ARGV[i + 2] .. ' 0'
   end
   index = index + 1
 end
-redis.call('HSET', KEYS[1], 'update_time', now_ms)
+fields[#fields + 1] = 'update_time'
+fields[#fields + 1] = now_ms
+if #records > 0 then
+  call_in_chunks('RPUSH', KEYS[2], records)
+end
+call_in_chunks('HSET', KEYS[1], fields)
 return {'OK'}

@@ -29,16 +29,10 @@ local holder = ARGV[6] or ''
 local trans_type = ARGV[7] or ''
 local attention = ARGV[8] or ''
 
--- Lua's unpack() is bounded by the C stack (about 8000 values): write long argument runs in chunks,
--- so a large transaction can never fail halfway through its writes.
-local function each_chunk(from, to, write)
-  local step = 1000
-  for i = from, to, step do
-    write(unpack(ARGV, i, math.min(i + step - 1, to)))
-  end
-end
-
-local current, current_holder, stored_type = unpack(redis.call('HMGET', KEYS[1], 'status', 'holder', 'trans_type'))
+-- failing_since and paused come with the same read: a gid is in att only while one of them is set (the
+-- scripts that add it set one; those that clear both remove it), so att needs no ZREM when neither is.
+local current, current_holder, stored_type, failing, paused =
+  unpack(redis.call('HMGET', KEYS[1], 'status', 'holder', 'trans_type', 'failing_since', 'paused'))
 if not current then
   return {'NOT_FOUND'}
 end
@@ -53,10 +47,19 @@ if holder ~= '' and current_holder ~= holder then
   return {'FENCED', current_holder}
 end
 
+-- Lua's unpack() is bounded by the C stack (about 8000 values): fields go in runs of at most 1000 values (even,
+-- so pairs stay whole), and a large transaction can never fail halfway through its writes. The first run
+-- carries the status when it changes: the usual write is one HSET. (Loops, not a helper taking a closure:
+-- a closure is built at every call of the script.)
+local from = 9
 if new_status ~= expected then
-  redis.call('HSET', KEYS[1], 'status', new_status)
+  local to = math.min(from + 997, #ARGV)
+  redis.call('HSET', KEYS[1], 'status', new_status, unpack(ARGV, from, to))
+  from = to + 1
 end
-each_chunk(9, #ARGV, function(...) redis.call('HSET', KEYS[1], ...) end)
+for i = from, #ARGV, 1000 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
 if next_cron_ms == '-' then
   redis.call('ZREM', KEYS[3], gid)
 elseif next_cron_ms ~= '' then
@@ -66,10 +69,16 @@ if expire_at_ms ~= '' then
   redis.call('PEXPIREAT', KEYS[1], expire_at_ms)
   redis.call('PEXPIREAT', KEYS[2], expire_at_ms)
   redis.call('ZADD', KEYS[4], expire_at_ms, gid)
-  redis.call('ZREM', KEYS[5], gid)
+  if failing or paused then
+    redis.call('ZREM', KEYS[5], gid)
+  end
 elseif attention == '-' then
-  redis.call('ZREM', KEYS[5], gid)
-  redis.call('HDEL', KEYS[1], 'failing_since', 'retries')
+  if failing or paused then
+    redis.call('ZREM', KEYS[5], gid)
+  end
+  if failing then  -- `retries` is set only with it (below)
+    redis.call('HDEL', KEYS[1], 'failing_since', 'retries')
+  end
 elseif attention ~= '' then
   redis.call('HINCRBY', KEYS[1], 'retries', 1)
   if redis.call('HSETNX', KEYS[1], 'failing_since', attention) == 1 then

@@ -87,6 +87,14 @@ async def test_finishing_leaves_the_attention_index(client: Client) -> None:
     assert (await trans_state(client, GID)).att == {}
 
 
+async def test_finishing_a_paused_transaction_leaves_the_attention_index(client: Client) -> None:
+    # Paused, its rounds not failing: in the index by `paused` alone (an operator's forceStop finishes it).
+    await seeded(client)
+    assert await pause(client) == ["OK"]
+    assert await transition(client, "", new="failed", holder="") == ["OK"]
+    assert (await trans_state(client, GID)).att == {}
+
+
 async def test_a_fenced_or_stale_write_touches_no_attention(client: Client) -> None:
     await seeded(client)
     before = await trans_state(client, GID)

@@ -205,6 +205,17 @@ async def test_many_fields_are_all_or_nothing(client: Client) -> None:
         assert len(state.fields) == len(before.fields) + 5_000
 
 
+async def test_a_status_change_writes_every_field_of_a_long_run(client: Client) -> None:
+    # The status rides with the first run of fields: no pair may be split or lost at a run's end.
+    await seed(client, "g1", fields_of("g1", "submitted"), due=DUE_AT)
+    progress = {f"s{i}": f"succeed {T0 + i}" for i in range(1_200)}
+
+    reply = await transition(client, "g1", "submitted", "succeed", *[x for kv in progress.items() for x in kv])
+
+    assert tagged(reply) == ["OK"]
+    assert (await trans_state(client, "g1")).fields == {**fields_of("g1", "succeed"), **progress}
+
+
 async def test_store_maps_stale_with_the_current_status(store: RedisStore, client: Client) -> None:
     await seed(client, "g1", fields_of("g1", "aborting"), due=DUE_AT)
 
