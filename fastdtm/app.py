@@ -12,7 +12,7 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from types import FrameType
 from typing import TypedDict
@@ -136,12 +136,30 @@ def _signals_end_the_wait(url: str) -> Iterator[None]:
         end_by_signal(signum)
 
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+    asked = _stop_asked_before(previous.values())
+    if asked is not None:
+        stop(asked, None)
     try:
         yield
     finally:
         for signum, handler in previous.items():
             # None: a handler not set from Python, which cannot be put back; uvicorn sets its own anyway.
             signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+def _stop_asked_before(handlers: Iterable[object]) -> int | None:
+    """The signal that asked uvicorn's server to stop before our handlers replaced its own, if one did.
+
+    uvicorn installs its handlers (`Server.handle_exit`, which only sets `should_exit`) before the lifespan
+    starts; a signal in between would be taken and then never looked at while the store does not answer.
+    Read by attribute, with defaults: a handler that is not uvicorn's, or a uvicorn that names these
+    differently, reads as "not asked" (the node then stops on the next signal, as it did before)."""
+    for handler in handlers:
+        server = getattr(handler, "__self__", None)
+        if getattr(server, "should_exit", False) is True:
+            captured = getattr(server, "_captured_signals", None)
+            return int(captured[-1]) if captured else int(signal.SIGTERM)
+    return None
 
 
 async def _start_grpc(

@@ -334,6 +334,9 @@ class RedisStore:
     async def renew_leases(self, shards: Sequence[int], lease: str, ttl_ms: int) -> list[bool | None]:
         """True renewed, False not ours, None unknown: the shard's master failed (see `Store`)."""
         renew = self._scripts["lease_renew"]
+        if self.metrics is not None:
+            for _ in shards:  # one script each, as `_run` counts them (most of an idle node's Redis commands)
+                self.metrics.store_call("lease_renew")
         # return_exceptions: one dead master must neither fail the renewals on the others nor throw
         # away those that succeeded.
         replies = await asyncio.gather(

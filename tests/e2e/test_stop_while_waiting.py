@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.node import DEFAULT_COMMAND, node_env
+from tests.support.hold_start_up.sitecustomize import HELD_BEFORE_THE_STORE
+from tests.support.node import DEFAULT_COMMAND, REPO_ROOT, node_env
 from tests.support.processes import LoggedProcess
 from tests.support.redis_servers import HOST, free_port
 
@@ -58,6 +59,31 @@ def test_a_node_waiting_for_its_store_stops_on_a_signal(tmp_path: Path, workers:
     else:
         # uvicorn's supervisor stops on the signal, with SIGTERM to each worker, which says why it ends.
         assert log.count("SIGTERM while waiting for the store") == workers, log
+
+
+def test_a_signal_just_before_the_wait_for_the_store_still_stops_the_node(tmp_path: Path) -> None:
+    """SIGTERM after uvicorn installed its handlers but before the wait for the store installed its own: uvicorn's
+    handler only asks its server to stop, which it looks at once the lifespan has started, and the store never
+    answers. The wait finds that request and stops at once. The node is held at that very moment
+    (tests/support/hold_start_up, HOLD_AT=store) until the signal has reached it."""
+    release = tmp_path / "release"
+    hold = os.pathsep.join([str(REPO_ROOT / "tests" / "support" / "hold_start_up"), str(REPO_ROOT)])
+    argv = [*DEFAULT_COMMAND, "serve", "--store", f"redis://{HOST}:{free_port()}/0", "--host", HOST]
+    argv += ["--port", str(free_port()), "--grpc-port", str(free_port())]
+    env = node_env({"HOLD_START_UP": str(release), "HOLD_AT": "store", "PYTHONPATH": hold})
+    process = LoggedProcess(argv, log_path=tmp_path / "node.log", cwd=tmp_path, env=env)
+    try:
+        wait_for(lambda: HELD_BEFORE_THE_STORE in process.log_text(), f"not held:\n{process.log_tail()}", 20)
+        os.kill(process.pid, signal.SIGTERM)
+        time.sleep(0.5)  # the held process runs uvicorn's handler as the signal arrives
+        assert process.alive()
+        release.touch()
+        wait_for(lambda: not process.alive(), f"still running 5 s after the release:\n{process.log_tail()}", 5)
+    finally:
+        release.touch()
+        process.kill()
+    assert process.returncode != 0  # it ends by the signal itself
+    assert "SIGTERM while waiting for the store" in process.log_text(), process.log_tail()
 
 
 @pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0, reason="needs unshare and root")

@@ -30,6 +30,7 @@ from fastdtm.store.redis import RedisStore
 from fastdtm.store.redis_client import connect
 from tests.store.contract.support import eventually, trans, wall_ms
 from tests.support.redis_servers import RedisTarget
+from tests.unit.test_metrics import value
 
 pytestmark = pytest.mark.asyncio
 
@@ -296,3 +297,17 @@ async def test_the_embedded_store_is_looked_at_every_tick(tmp_path: Path) -> Non
         )
     finally:
         await embedded.close()
+
+
+async def test_the_store_counts_each_claim_and_renewal_it_sends(store: RedisStore) -> None:
+    """What an idle node costs Redis shows in its own metrics: a claim_due and a lease_renew per shard."""
+    metrics = Metrics()
+    counted = RedisStore(store.client, store.keys, 60_000, metrics, wake_within_ms=WITHIN_MS)
+    lease = "node-a t"
+    for shard in (1, 2, 3):
+        assert await counted.acquire_lease(shard, lease, 60_000)
+    assert await counted.renew_leases([1, 2, 3], lease, 60_000) == [True, True, True]
+    await counted.claim_due_many([1, 2], lease, wall_ms(), 10, wall_ms() + 1_000)
+
+    assert value(metrics, "fastdtm_store_calls_total", script="lease_renew") == 3
+    assert value(metrics, "fastdtm_store_calls_total", script="claim_due") == 2
