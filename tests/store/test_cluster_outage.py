@@ -317,10 +317,14 @@ async def test_the_cron_keeps_its_shards_and_logs_a_dead_master_by_its_changes(
     # Logged by the fault's changes, not per shard per tick: beyond those lines, a summary per 30 s at most.
     warned = [r.getMessage() for r in caplog.records if r.name.startswith("fastdtm") and r.levelno >= logging.WARNING]
     # The wake counts live on one master: when it is the frozen one, the cron says so once, and meanwhile looks
-    # at every shard each tick (which the claims above saw).
+    # at every shard each tick (which the claims above saw). A healthy one may be late in a tick too (as with the
+    # claims): then also one line, and its recovery.
     wakes = [m for m in warned if m.startswith("wake count reads ")]
-    wakes_down = master_of(cluster)(KEYS.wake()) == down
-    assert [m.split(":")[0] for m in wakes if "still" not in m] == (["wake count reads failing"] if wakes_down else [])
+    opened = [m.split(":")[0] for m in wakes if "still" not in m]
+    assert set(opened) <= {"wake count reads failing"}, wakes
+    assert opened or master_of(cluster)(KEYS.wake()) != down, warned
+    said = [r.getMessage() for r in caplog.records if r.name == "fastdtm.cron"]
+    assert not opened or [m for m in said if m.startswith("wake count reads recovered")], said
     opening = [m for m in warned if m.startswith(("claims failing on ", "lease renewals failing on "))]
     summaries = [m for m in warned if m.startswith(("claims still failing on ", "lease renewals still failing on "))]
     assert len(opening) + len(summaries) + len(wakes) == len(warned), warned

@@ -19,7 +19,7 @@ from typing import Any, Self
 import httpx
 
 from .processes import LoggedProcess, tail
-from .redis_servers import HOST, START_ATTEMPTS, PortInUse, free_port, retry_on_port_in_use
+from .redis_servers import HOST, START_ATTEMPTS, PortInUse, free_ports, retry_on_port_in_use
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_COMMAND = (sys.executable, "-m", "fastdtm")
@@ -140,11 +140,15 @@ class FastdtmNode:
     def _launch(
         self, port: int | None, head: list[str], rest: list[str], env: dict[str, str], timeout: float
     ) -> LoggedProcess:
-        port = free_port() if port is None else port
         grpc_port = _flag_value(rest, "--grpc-port")
-        if grpc_port is None:
-            grpc_port = str(free_port())
-            rest = [*rest, "--grpc-port", grpc_port]
+        if port is None or grpc_port is None:
+            # Chosen together (two free_port() calls may give the same one), and never the port already given.
+            spare = [p for p in free_ports(3) if p != port and str(p) != grpc_port]
+            if port is None:
+                port = spare.pop(0)
+            if grpc_port is None:
+                grpc_port = str(spare.pop(0))
+                rest = [*rest, "--grpc-port", grpc_port]
         argv = [*head, "--port", str(port), *rest]
         process = LoggedProcess(argv, log_path=self._dir / f"node-{port}.log", cwd=self._dir, env=env)
         try:

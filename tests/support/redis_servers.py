@@ -62,6 +62,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports. Two `free_port()` calls can return the same port (each socket is closed
+    before the next is bound; CI once gave a node the same HTTP and gRPC port): here every socket stays bound
+    until all are chosen."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        for sock in sockets:
+            sock.bind((HOST, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+
+
 def redis_server_binary() -> str:
     path = shutil.which("redis-server")
     if path is None:
