@@ -31,7 +31,7 @@ from tests.support.node import (
     with_default_timings,
 )
 from tests.support.processes import LoggedProcess
-from tests.support.redis_servers import HOST, RedisServer, free_port
+from tests.support.redis_servers import HOST, RedisServer, free_ports
 
 #: Standalone Redis is enough: the drain is the same on every Redis store.
 ON_REDIS = pytest.mark.parametrize("redis_url", ["redis"], indirect=True)
@@ -181,8 +181,9 @@ def test_a_sigterm_while_the_workers_start_stops_them_as_promptly(
     Each worker is held at that very moment (tests/support/hold_start_up) until the signal has reached it."""
     release = tmp_path / "release"
     hold = os.pathsep.join([str(REPO_ROOT / "tests" / "support" / "hold_start_up"), str(REPO_ROOT)])
-    argv = [*DEFAULT_COMMAND, "serve", "--store", redis_url, "--host", HOST, "--port", str(free_port())]
-    argv += ["--grpc-port", str(free_port()), *with_default_timings(["--workers", "2"])]
+    port, grpc_port = free_ports(2)
+    argv = [*DEFAULT_COMMAND, "serve", "--store", redis_url, "--host", HOST, "--port", str(port)]
+    argv += ["--grpc-port", str(grpc_port), *with_default_timings(["--workers", "2"])]
     env = node_env({"HOLD_START_UP": str(release), "PYTHONPATH": hold})
     process = LoggedProcess(argv, log_path=tmp_path / "node.log", cwd=tmp_path, env=env)
     try:

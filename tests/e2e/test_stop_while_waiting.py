@@ -16,7 +16,7 @@ import pytest
 from tests.support.hold_start_up.sitecustomize import HELD_BEFORE_THE_STORE
 from tests.support.node import DEFAULT_COMMAND, REPO_ROOT, node_env
 from tests.support.processes import LoggedProcess
-from tests.support.redis_servers import HOST, free_port
+from tests.support.redis_servers import HOST, free_ports
 
 
 def wait_for(check: Callable[[], bool], what: str, timeout: float) -> None:
@@ -36,9 +36,9 @@ def children(pid: int) -> list[int]:
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_node_waiting_for_its_store_stops_on_a_signal(tmp_path: Path, workers: int, signum: int) -> None:
-    nobody = free_port()  # a Redis port nothing listens on
+    nobody, port, grpc_port = free_ports(3)  # nobody: a Redis port nothing listens on
     argv = [*DEFAULT_COMMAND, "serve", "--store", f"redis://{HOST}:{nobody}/0", "--host", HOST]
-    argv += ["--port", str(free_port()), "--grpc-port", str(free_port()), "--workers", str(workers)]
+    argv += ["--port", str(port), "--grpc-port", str(grpc_port), "--workers", str(workers)]
     process = LoggedProcess(argv, log_path=tmp_path / "node.log", cwd=tmp_path, env=node_env())
     try:
         waiting = "start-up waits: the store"
@@ -68,8 +68,9 @@ def test_a_signal_just_before_the_wait_for_the_store_still_stops_the_node(tmp_pa
     (tests/support/hold_start_up, HOLD_AT=store) until the signal has reached it."""
     release = tmp_path / "release"
     hold = os.pathsep.join([str(REPO_ROOT / "tests" / "support" / "hold_start_up"), str(REPO_ROOT)])
-    argv = [*DEFAULT_COMMAND, "serve", "--store", f"redis://{HOST}:{free_port()}/0", "--host", HOST]
-    argv += ["--port", str(free_port()), "--grpc-port", str(free_port())]
+    nobody, port, grpc_port = free_ports(3)
+    argv = [*DEFAULT_COMMAND, "serve", "--store", f"redis://{HOST}:{nobody}/0", "--host", HOST]
+    argv += ["--port", str(port), "--grpc-port", str(grpc_port)]
     env = node_env({"HOLD_START_UP": str(release), "HOLD_AT": "store", "PYTHONPATH": hold})
     process = LoggedProcess(argv, log_path=tmp_path / "node.log", cwd=tmp_path, env=env)
     try:
@@ -92,14 +93,15 @@ def test_as_pid_1_a_node_stops_on_sigterm(tmp_path: Path, phase: str) -> None:
     """A container's entrypoint is PID 1, for which the kernel ignores any signal left to its default action:
     a node waiting for its store that re-raised SIGTERM ran on until the kubelet's SIGKILL (seen with the
     image). Here the node is PID 1 of a PID namespace of its own, as in a container."""
+    nobody, port, grpc_port = free_ports(3)
     if phase == "waiting":
-        store = f"redis://{HOST}:{free_port()}/0"  # nothing listens: the node waits for its store
+        store = f"redis://{HOST}:{nobody}/0"  # nothing listens: the node waits for its store
         marker = "start-up waits: the store"
     else:
         store = f"sqlite:///{tmp_path / 'fastdtm.db'}"
         marker = "Application startup complete"
     argv = ["unshare", "--pid", "--fork", "--kill-child", *DEFAULT_COMMAND, "serve", "--store", store]
-    argv += ["--host", HOST, "--port", str(free_port()), "--grpc-port", str(free_port())]
+    argv += ["--host", HOST, "--port", str(port), "--grpc-port", str(grpc_port)]
     process = LoggedProcess(argv, log_path=tmp_path / "node.log", cwd=tmp_path, env=node_env())
     try:
         wait_for(lambda: marker in process.log_text(), f"not started:\n{process.log_tail()}", 20)
